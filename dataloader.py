@@ -1,0 +1,171 @@
+"""
+Batches of token windows from prepared datasets (data/<name>/train.bin, val.bin, meta.json; see data/corpus.py).
+
+Like nanoGPT, a batch is batch_size windows of block_size + 1 tokens at random offsets of a memmapped token file.
+Unlike nanoGPT, the offsets come from a torch.Generator seeded by (seed, split, batch number), so:
+  - the sampler's whole state is one counter: resuming restores it and draws exactly the batches an uninterrupted
+    run would have drawn;
+  - under DDP every rank draws a different slice of the same global sequence of batches, and a single process with
+    the same global batch (batch_size * gradient_accumulation_steps * world_size) sees the very same windows;
+  - evaluation draws the same batches at every evaluation, so val loss moves only when the model does.
+--dataset may mix several prepared datasets: 'a:0.7,b:0.3' picks each window's dataset with those weights.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT = "solgpt-tokens-v1"
+DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
+_SPLIT_SALT = {"train": 0, "val": 1}
+
+
+class DataError(Exception):
+    """A dataset is missing, incomplete or inconsistent; str() is a one-line message for the user."""
+
+
+def parse_mixture(spec):
+    """'a:0.7,b:0.3' -> [('a', 0.7), ('b', 0.3)] (weights normalised); 'a' -> [('a', 1.0)]."""
+    parts = []
+    for item in spec.split(","):
+        name, _, weight = item.strip().partition(":")
+        try:
+            w = float(weight) if weight else 1.0
+        except ValueError:
+            raise DataError(f"dataset weight {weight!r} in --dataset={spec} is not a number") from None
+        if not name or not (w > 0 and math.isfinite(w)):
+            raise DataError(f"--dataset={spec}: each entry must be name or name:weight with weight > 0")
+        parts.append((name, w))
+    total = sum(w for _, w in parts)
+    return [(name, w / total) for name, w in parts]
+
+
+class PreparedDataset:
+    """One data/<name>/ directory: validated meta.json plus memmaps of its splits."""
+
+    def __init__(self, name, data_root="data"):
+        self.name = name
+        self.dir = Path(data_root) / name
+        self.meta = self._load_meta()
+        self.dtype = DTYPES[self.meta["dtype"]]
+        self.splits = {split: self._open(split) for split in ("train", "val")}
+
+    def _prepare_hint(self):
+        return f"run python data/{self.name}/prepare.py"
+
+    def _load_meta(self):
+        path = self.dir / "meta.json"
+        if not path.is_file():
+            raise DataError(f"{path} not found: dataset '{self.name}' is not prepared; {self._prepare_hint()}")
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path} is unreadable ({e}); {self._prepare_hint()}") from None
+        if meta.get("format") != FORMAT:
+            raise DataError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}; {self._prepare_hint()}")
+        for key in ("tokenizer", "tokenizer_hash", "vocab_size", "eot_token", "dtype", "splits"):
+            if key not in meta:
+                raise DataError(f"{path} lacks '{key}'; {self._prepare_hint()}")
+        if meta["dtype"] not in DTYPES:
+            raise DataError(f"{path}: dtype {meta['dtype']!r} is not one of {', '.join(DTYPES)}")
+        return meta
+
+    def _open(self, split):
+        info = self.meta["splits"].get(split)
+        if not info:
+            raise DataError(f"{self.dir / 'meta.json'} has no '{split}' split; {self._prepare_hint()}")
+        path = self.dir / info["file"]
+        expected = int(info["tokens"]) * np.dtype(self.dtype).itemsize
+        actual = path.stat().st_size if path.is_file() else None
+        if actual != expected:
+            found = "missing" if actual is None else f"{actual} bytes, expected {expected}"
+            raise DataError(f"{path} is incomplete or missing ({found}): {self._prepare_hint()}")
+        if expected == 0:
+            raise DataError(f"{path} is empty: {self._prepare_hint()}")
+        return np.memmap(path, dtype=self.dtype, mode="r")
+
+    def bytes_per_token(self, split="val"):
+        info = self.meta["splits"][split]
+        return info["bytes"] / info["tokens"]
+
+
+class BatchSampler:
+    """Draws (x, y) batches; x, y are (batch_size, block_size) int64 tensors on device, y shifted by one."""
+
+    def __init__(self, dataset_spec, block_size, batch_size, device="cpu", seed=1337, rank=0, world_size=1,
+                 data_root="data"):
+        self.mixture = parse_mixture(dataset_spec)
+        self.datasets = [PreparedDataset(name, data_root) for name, _ in self.mixture]
+        self.weights = torch.tensor([w for _, w in self.mixture], dtype=torch.float64)
+        self._check_compatible(dataset_spec)
+        self.block_size, self.batch_size = block_size, batch_size
+        self.device = torch.device(device)
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.step = 0  # training batches drawn per rank so far: the sampler's entire state
+        self._check_lengths()
+
+    @property
+    def meta(self):
+        return self.datasets[0].meta
+
+    def _check_compatible(self, spec):
+        first = self.datasets[0]
+        for ds in self.datasets[1:]:
+            if ds.meta["tokenizer_hash"] != first.meta["tokenizer_hash"]:
+                raise DataError(f"--dataset={spec}: '{ds.name}' was tokenized with {ds.meta['tokenizer']} "
+                                f"({ds.meta['tokenizer_hash'][:12]}) but '{first.name}' with {first.meta['tokenizer']} "
+                                f"({first.meta['tokenizer_hash'][:12]}); re-prepare them with the same tokenizer")
+
+    def _check_lengths(self):
+        for ds in self.datasets:
+            for split, data in ds.splits.items():
+                if len(data) < self.block_size + 2:
+                    raise DataError(f"{ds.dir / ds.meta['splits'][split]['file']} holds {len(data)} tokens, "
+                                    f"fewer than block_size + 2 = {self.block_size + 2}; lower --block_size")
+
+    def _generator(self, split, index):
+        # one stream per (seed, split, global batch index): any batch can be redrawn without replaying the others
+        g = torch.Generator()
+        g.manual_seed(((self.seed * 4 + _SPLIT_SALT[split]) * 2**40 + index) % 2**63)
+        return g
+
+    def _draw(self, split, index):
+        g = self._generator(split, index)
+        B, T = self.batch_size, self.block_size
+        which = torch.multinomial(self.weights, B, replacement=True, generator=g) if len(self.datasets) > 1 \
+            else torch.zeros(B, dtype=torch.long)
+        u = torch.rand(B, generator=g, dtype=torch.float64)
+        rows = []
+        for i in range(B):
+            data = self.datasets[int(which[i])].splits[split]
+            start = int(u[i] * (len(data) - T - 1))
+            rows.append(data[start:start + T + 1])
+        xy = torch.from_numpy(np.stack(rows).astype(np.int64))
+        x, y = xy[:, :-1].contiguous(), xy[:, 1:].contiguous()
+        if self.device.type == "cuda":  # pinned + non_blocking lets the copy overlap the previous step's compute
+            return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
+        return x.to(self.device), y.to(self.device)
+
+    def get_batch(self, split="train", index=None):
+        """Next training batch of this rank; with index, batch `index` of the fixed evaluation sequence."""
+        if split == "train" and index is None:
+            index = self.step * self.world_size + self.rank
+            self.step += 1
+            return self._draw("train", index)
+        return self._draw(split, index * self.world_size + self.rank)
+
+    def state_dict(self):
+        return {"step": self.step, "seed": self.seed, "world_size": self.world_size,
+                "dataset": ",".join(f"{n}:{w}" for n, w in self.mixture)}
+
+    def load_state_dict(self, state):
+        self.step = int(state["step"])
+
+    def bytes_per_token(self, split="val"):
+        """UTF-8 bytes per token, weighted by the mixture: val bpb = val_loss / ln(2) / bytes_per_token.
+        (For a mixture this is exact only when the datasets' losses are equal; good enough to compare runs.)"""
+        tokens_per_byte = sum(w / ds.bytes_per_token(split) for (_, w), ds in zip(self.mixture, self.datasets))
+        return 1.0 / tokens_per_byte

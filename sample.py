@@ -1,0 +1,140 @@
+"""
+Sample from a trained solGPT:
+
+    python sample.py --out_dir=out-cpu --start="pragma solidity ^0.8.20;" --num_samples=3
+    python sample.py --ckpt=out-cpu/best_model.pt --start=FILE:prompt.sol --out=samples.txt
+
+Reads only the weights file (model.pt, or best_model.pt with --ckpt). Every prompt is preceded by the end-of-text
+token, i.e. it starts a new file, as documents did in training. Generation uses the KV cache (--use_kv_cache=False
+recomputes the whole window for every token: same tokens, slower; for comparison). Tokens/s goes to stderr.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import checkpoint as ckpt_io  # noqa: E402
+from configurator import configure  # noqa: E402
+from train import Dist, autocast, resolve_device, resolve_dtype  # noqa: E402  (same device/precision rules)
+
+DEFAULTS = dict(
+    out_dir="out",  # reads out_dir/model.pt ...
+    ckpt="",  # ... unless a weights file is named here
+    start="",  # prompt text, or FILE:path to read it from a file; "" = start a new file from scratch
+    num_samples=3,
+    max_new_tokens=500,
+    temperature=0.8,  # 0 = greedy; < 1 less random, > 1 more
+    top_k=200,  # sample only among the k most likely tokens; 0 = off
+    top_p=0.95,  # nucleus: the smallest set of tokens with this much probability; 1.0 = off
+    stop_at_eot=True,  # end a sample at the end-of-text token (the end of the generated file)
+    seed=1337,
+    device="auto",
+    dtype="auto",
+    compile=False,
+    use_kv_cache=True,
+    out="",  # also write the samples to this file (atomically)
+)
+SEPARATOR = "\n---------------\n"
+
+
+def read_prompt(start):
+    if not start.startswith("FILE:"):
+        return start
+    path = Path(start[len("FILE:"):])
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SystemExit(f"error: prompt file {path} not found (--start=FILE:path)") from None
+    except UnicodeDecodeError:
+        raise SystemExit(f"error: prompt file {path} is not UTF-8 text; save it as UTF-8") from None
+
+
+def encode_prompt(text, tok, vocab_size):
+    """[eot] + tokens of text, checked to fit the model's vocabulary."""
+    try:
+        ids = tok.encode(text)
+    except Exception as e:  # a tokenizer refusing input is the user's prompt, not a bug to trace
+        raise SystemExit(f"error: the prompt cannot be encoded by tokenizer {tok.name}: {e}") from None
+    bad = [i for i in ids if not 0 <= i < vocab_size]
+    if bad:
+        raise SystemExit(f"error: the prompt encodes to token id {bad[0]}, outside the model's vocabulary "
+                         f"({vocab_size}); the checkpoint and tokenizer do not match")
+    return [tok.eot_token] + ids
+
+
+def load_tokenizer(ckpt, path):
+    from tokenizer import get_tokenizer, TokenizerError
+
+    name = ckpt.get("tokenizer") or None
+    try:
+        tok = get_tokenizer(name)
+    except TokenizerError as e:
+        raise SystemExit(f"error: {e}") from None
+    want = ckpt.get("tokenizer_hash")
+    if want and getattr(tok, "hash", want) != want:
+        raise SystemExit(f"error: {path} was trained with a different {tok.name} tokenizer (hash {want[:12]}, "
+                         f"installed {tok.hash[:12]}); use the tokenizer files it was trained with")
+    return tok
+
+
+def generate_samples(model, prompt_ids, cfg, eot_token, vocab_limit, device):
+    """Yield (token ids, seconds) per sample; one torch.Generator seeded once makes the whole run reproducible."""
+    device = torch.device(device)
+    generator = torch.Generator(device=device).manual_seed(cfg["seed"])
+    ctx = autocast(device, resolve_dtype(cfg["dtype"], device))
+    x = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    for _ in range(cfg["num_samples"]):
+        t0 = time.perf_counter()
+        with ctx:
+            y = model.generate(x, cfg["max_new_tokens"], temperature=cfg["temperature"], top_k=cfg["top_k"] or None,
+                               top_p=cfg["top_p"], eot_token=eot_token if cfg["stop_at_eot"] else None,
+                               generator=generator, use_cache=cfg["use_kv_cache"], vocab_limit=vocab_limit)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        yield y[0, len(prompt_ids):].tolist(), time.perf_counter() - t0
+
+
+def decode_sample(tok, prompt_text, new_ids):
+    if tok.eot_token in new_ids:
+        new_ids = new_ids[:new_ids.index(tok.eot_token)]
+    return prompt_text + tok.decode(new_ids)
+
+
+def main(argv=None, tokenizer=None):
+    """tokenizer: inject one (tests); by default the one named in the checkpoint, via tokenizer.get_tokenizer."""
+    cfg = configure(DEFAULTS, argv, "sample.py", __doc__)
+    if cfg["num_samples"] < 1 or cfg["max_new_tokens"] < 0 or cfg["temperature"] < 0 or not 0 < cfg["top_p"] <= 1:
+        raise SystemExit("error: need --num_samples >= 1, --max_new_tokens >= 0, --temperature >= 0, 0 < --top_p <= 1")
+    if cfg["dtype"] not in ("auto", "float32", "bfloat16", "float16"):
+        raise SystemExit(f"error: --dtype must be one of auto, float32, bfloat16, float16, got {cfg['dtype']!r}")
+    device = resolve_device(cfg["device"], Dist())
+    path = Path(cfg["ckpt"]) if cfg["ckpt"] else Path(cfg["out_dir"]) / ckpt_io.MODEL_FILE
+    try:
+        model, ckpt = ckpt_io.load_model(path, device)
+    except ckpt_io.CheckpointError as e:
+        raise SystemExit(f"error: {e}") from None
+    tok = tokenizer or load_tokenizer(ckpt, path)
+    prompt_text = read_prompt(cfg["start"])
+    prompt_ids = encode_prompt(prompt_text, tok, model.config.vocab_size)
+    if cfg["compile"]:
+        # compile forward itself: generate() calls self(...), which a torch.compile wrapper module would bypass;
+        # dynamic shapes because every step's sequence and cache lengths differ
+        model.forward = torch.compile(model.forward, dynamic=True)
+    texts, n_tokens, seconds = [], 0, 0.0
+    for ids, dt in generate_samples(model, prompt_ids, cfg, tok.eot_token, tok.n_vocab, device):
+        text = decode_sample(tok, prompt_text, ids)
+        texts.append(text)
+        n_tokens, seconds = n_tokens + len(ids), seconds + dt
+        print(text + SEPARATOR, flush=True)
+    print(f"{n_tokens} tokens in {seconds:.2f}s: {n_tokens / max(seconds, 1e-9):.1f} tokens/s "
+          f"({'KV cache' if cfg['use_kv_cache'] else 'no cache'}, {device})", file=sys.stderr)
+    if cfg["out"]:
+        ckpt_io.atomic_write(cfg["out"], lambda f: f.write(SEPARATOR.join(texts).encode("utf-8")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
