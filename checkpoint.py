@@ -3,17 +3,25 @@ Checkpoints in out_dir/, written atomically and loadable with torch.load(..., we
 
     model.pt        {"model_args", "model", "tokenizer", "tokenizer_hash", "iter_num", "val_loss"}   small, shareable
     best_model.pt   the same, for the best validation loss so far
-    train_state.pt  {"optimizer", "scaler", "rng", "sampler", "iter_num", "best_val_loss", "config"}  for resuming
+    train_state.pt  everything resuming needs, in one file: model.pt's keys except val_loss, plus
+                    {"optimizer", "scaler", "rng", "sampler", "best_val_loss", "evaluated", "config"}
 
-Splitting the weights from the optimizer keeps the shareable file ~3x smaller (AdamW keeps two moments per weight)
-and lets sampling, fine-tuning and export read only what they need.
+Resume reads train_state.pt alone, so no crash between two writes can pair weights with another iteration's
+optimizer. model.pt stays separate: ~3x smaller (AdamW keeps two moments per weight), it is what sampling,
+fine-tuning and export read and what people share.
 """
 
-import os
+import sys
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import atomic_write  # noqa: E402,F401  (re-exported: checkpoint.atomic_write)
+
+MODEL_KEYS = ("model_args", "model")
+STATE_KEYS = ("model_args", "model", "tokenizer", "tokenizer_hash", "optimizer", "scaler", "rng", "sampler",
+              "iter_num", "best_val_loss", "evaluated", "config")
 MODEL_FILE = "model.pt"
 BEST_FILE = "best_model.pt"
 STATE_FILE = "train_state.pt"
@@ -21,38 +29,6 @@ STATE_FILE = "train_state.pt"
 
 class CheckpointError(Exception):
     """A checkpoint is missing, unreadable or not what was expected; str() is a one-line message for the user."""
-
-
-def _fsync_dir(path):
-    """Make a rename durable: the directory entry lives in the directory, not in the file."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open directories; the rename is still atomic there
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, write):
-    """Call write(file_object) on a temp file next to path, fsync it, then rename it over path.
-
-    A crash at any moment leaves either the old file or the new one, never a torn one: the temp file is in the same
-    directory (so os.replace is an atomic rename on one file system) and is removed if anything fails."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def atomic_torch_save(obj, path):
@@ -92,10 +68,20 @@ def load(path, map_location="cpu"):
 
 def load_model_checkpoint(path, map_location="cpu"):
     ckpt = load(path, map_location)
-    if not isinstance(ckpt, dict) or "model_args" not in ckpt or "model" not in ckpt:
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in MODEL_KEYS):
         raise CheckpointError(f"checkpoint {path} holds no model weights (expected keys model_args, model); "
                               f"pass a model.pt or best_model.pt")
     return ckpt
+
+
+def load_train_state(path, map_location="cpu"):
+    """train_state.pt, checked to hold every key resuming needs."""
+    state = load(path, map_location)
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a complete training state (missing {', '.join(missing)}); it was "
+                              f"written by another version: start again with --init_from=scratch")
+    return state
 
 
 def load_model(path, device="cpu"):
@@ -103,10 +89,10 @@ def load_model(path, device="cpu"):
     from model import GPT, GPTConfig  # local import: checkpoint.py itself needs no model code
 
     ckpt = load_model_checkpoint(path, map_location=device)
-    model = GPT(GPTConfig.from_dict(ckpt["model_args"]))
     try:
+        model = GPT(GPTConfig.from_dict(ckpt["model_args"]))
         model.load_state_dict(strip_compile_prefix(ckpt["model"]))
-    except RuntimeError as e:
+    except (RuntimeError, ValueError, TypeError, AttributeError, KeyError) as e:
         raise CheckpointError(f"checkpoint {path} does not match its model_args "
-                              f"({str(e).splitlines()[0][:200]})") from None
+                              f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})") from None
     return model.to(device).eval(), ckpt

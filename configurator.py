@@ -5,7 +5,7 @@ Command-line configuration for train.py and sample.py, after nanoGPT's "poor man
 
 A config file is ordinary Python (your own file, so it is exec'd) that assigns some of the known keys; later files
 and --key=value overrides win. Values are parsed with ast.literal_eval, so --max_iters=100, --bias=False and
---lr=3e-4 get real types; a key whose default is a string takes the text as is (--out_dir=out-cpu).
+--lr=3e-4 get real types; a key whose default is a string takes the text exactly as typed (--out_dir=out-cpu).
 An unknown key or a value of the wrong type stops the program with one line naming the key and the expected type,
 instead of silently training the wrong thing.
 """
@@ -28,7 +28,9 @@ def check_value(key, value, default, source):
         return float(value)
     if type(value) is want:
         return value
-    raise SystemExit(f"error: {source}{key} expects {type_name(default)}, got {value!r}")
+    shown = repr(value)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    raise SystemExit(f"error: {source}{key} expects {type_name(default)}, got {shown}")
 
 
 def parse_override(arg, config):
@@ -41,12 +43,14 @@ def parse_override(arg, config):
         if type(default) is bool:
             return key, True
         raise SystemExit(f"error: --{key} needs a value: --{key}=<{type_name(default)}>")
+    if type(default) is str:
+        return key, raw  # text as typed: --out_dir=123 is "123", --start='a' keeps its quotes
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
-        value = raw  # plain text, e.g. --device=cuda
-    if type(default) is str and type(value) is not str:
-        value = raw  # --out_dir=123 means the text "123"
+        value = raw  # not a literal: reported as the wrong type below
+    except (MemoryError, RecursionError):  # e.g. thousands of nested brackets
+        raise SystemExit(f"error: --{key}: value too large or too deeply nested to parse") from None
     return key, check_value(key, value, default, "--")
 
 

@@ -2,25 +2,32 @@
 Batches of token windows from prepared datasets (data/<name>/train.bin, val.bin, meta.json; see data/corpus.py).
 
 Like nanoGPT, a batch is batch_size windows of block_size + 1 tokens at random offsets of a memmapped token file.
-Unlike nanoGPT, the offsets come from a torch.Generator seeded by (seed, split, batch number), so:
-  - the sampler's whole state is one counter: resuming restores it and draws exactly the batches an uninterrupted
-    run would have drawn;
-  - under DDP every rank draws a different slice of the same global sequence of batches, and a single process with
-    the same global batch (batch_size * gradient_accumulation_steps * world_size) sees the very same windows;
-  - evaluation draws the same batches at every evaluation, so val loss moves only when the model does.
+Unlike nanoGPT, the offsets come from a torch.Generator seeded by (seed, split, global micro-batch number), so:
+  - the sampler's whole state is one counter, the global number of training micro-batches drawn (all ranks):
+    resuming restores it and draws exactly the batches an uninterrupted run would have drawn, also with a different
+    number of processes as long as the counter divides evenly among them;
+  - under DDP, rank r draws global micro-batches r, r + world_size, r + 2 * world_size, ...: a single process with
+    the same micro-batch size and gradient_accumulation_steps (global, as in train.py) sees the very same windows;
+  - evaluation draws the same batches at every evaluation, so its loss moves only when the model does; its
+    train-split batches use their own stream, not the training batches' (those the model was just trained on).
 --dataset may mix several prepared datasets: 'a:0.7,b:0.3' picks each window's dataset with those weights.
 """
 
+import hashlib
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-FORMAT = "solgpt-tokens-v1"
-DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
-_SPLIT_SALT = {"train": 0, "val": 1}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import TOKEN_DTYPES as DTYPES, TOKEN_FORMAT as FORMAT  # noqa: E402  (shared with data/corpus.py)
+
+# Eval-on-train batches get their own salt: drawn with the training salt, evaluation batch k would be training
+# batch k, so "train loss" at eval would be measured on windows the model has just been trained on.
+_SPLIT_SALT = {"train": 0, "val": 1, "train_eval": 2}
 
 
 class DataError(Exception):
@@ -104,7 +111,7 @@ class BatchSampler:
         self.block_size, self.batch_size = block_size, batch_size
         self.device = torch.device(device)
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.step = 0  # training batches drawn per rank so far: the sampler's entire state
+        self.step = 0  # global training micro-batches drawn so far (all ranks): the sampler's entire state
         self._check_lengths()
 
     @property
@@ -126,14 +133,17 @@ class BatchSampler:
                     raise DataError(f"{ds.dir / ds.meta['splits'][split]['file']} holds {len(data)} tokens, "
                                     f"fewer than block_size + 2 = {self.block_size + 2}; lower --block_size")
 
-    def _generator(self, split, index):
-        # one stream per (seed, split, global batch index): any batch can be redrawn without replaying the others
+    def _generator(self, stream, index):
+        # one stream per (seed, stream, global batch index): any batch can be redrawn without replaying the others
+        # hashed: torch's CPU generator keeps only the low 32 bits of a seed, so (seed, stream) placed in high bits
+        # would be ignored and every seed and split would draw the same numbers
+        key = f"{self.seed}:{_SPLIT_SALT[stream]}:{index}".encode()
         g = torch.Generator()
-        g.manual_seed(((self.seed * 4 + _SPLIT_SALT[split]) * 2**40 + index) % 2**63)
+        g.manual_seed(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") % 2**63)
         return g
 
-    def _draw(self, split, index):
-        g = self._generator(split, index)
+    def _draw(self, split, index, stream=None):
+        g = self._generator(stream or split, index)
         B, T = self.batch_size, self.block_size
         which = torch.multinomial(self.weights, B, replacement=True, generator=g) if len(self.datasets) > 1 \
             else torch.zeros(B, dtype=torch.long)
@@ -152,20 +162,34 @@ class BatchSampler:
     def get_batch(self, split="train", index=None):
         """Next training batch of this rank; with index, batch `index` of the fixed evaluation sequence."""
         if split == "train" and index is None:
-            index = self.step * self.world_size + self.rank
-            self.step += 1
+            index = self.step + self.rank
+            self.step += self.world_size  # every rank draws one, in lockstep
             return self._draw("train", index)
-        return self._draw(split, index * self.world_size + self.rank)
+        stream = "train_eval" if split == "train" else split
+        return self._draw(split, index * self.world_size + self.rank, stream)
+
+    def spec(self):
+        return ",".join(f"{n}:{w}" for n, w in self.mixture)
 
     def state_dict(self):
-        return {"step": self.step, "seed": self.seed, "world_size": self.world_size,
-                "dataset": ",".join(f"{n}:{w}" for n, w in self.mixture)}
+        return {"step": self.step, "seed": self.seed, "world_size": self.world_size, "dataset": self.spec()}
 
     def load_state_dict(self, state):
-        self.step = int(state["step"])
+        """Restore the counter; a different seed or dataset would silently draw other batches: refused."""
+        if state.get("seed") != self.seed:
+            raise DataError(f"the checkpoint was trained with --seed={state.get('seed')}, this run has "
+                            f"--seed={self.seed}; resume with the same seed")
+        if state.get("dataset") != self.spec():
+            raise DataError(f"the checkpoint was trained on --dataset={state.get('dataset')}, this run uses "
+                            f"{self.spec()}; resume with the same dataset")
+        step = int(state["step"])
+        if step % self.world_size:
+            raise DataError(f"the checkpoint drew {step} micro-batches, which {self.world_size} processes cannot "
+                            f"split evenly; resume with a number of processes that divides {step}")
+        self.step = step
 
     def bytes_per_token(self, split="val"):
-        """UTF-8 bytes per token, weighted by the mixture: val bpb = val_loss / ln(2) / bytes_per_token.
-        (For a mixture this is exact only when the datasets' losses are equal; good enough to compare runs.)"""
-        tokens_per_byte = sum(w / ds.bytes_per_token(split) for (_, w), ds in zip(self.mixture, self.datasets))
-        return 1.0 / tokens_per_byte
+        """UTF-8 bytes per token of the mixture: val bpb = val_loss / ln(2) / bytes_per_token.
+        Windows are drawn with the mixture weights, so a fraction w of the evaluated tokens comes from each dataset
+        and the loss is the w-weighted mean of theirs: the matching bytes per token is the w-weighted mean too."""
+        return sum(w * ds.bytes_per_token(split) for (_, w), ds in zip(self.mixture, self.datasets))

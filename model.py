@@ -55,16 +55,22 @@ class KVCache:
     """Keys and values of every layer for up to block_size positions, allocated once.
 
     `length` is how many positions are filled; the model appends T new positions per forward and advances it.
+    The buffers are allocated at the first update, in the dtype of the keys the model computes: under autocast
+    that is bfloat16/float16, not the weights' float32 (half the memory, and no casts on every step).
     """
 
-    def __init__(self, config, batch_size, device, dtype):
-        shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+    def __init__(self, config, batch_size, device, dtype=None):
+        self.shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
+        self.device, self.dtype = device, dtype
+        self.k = self.v = None
         self.length = 0
 
     def update(self, layer, k, v):
         """Store this step's k, v (B, nh, T, hs) after the cached ones and return all keys/values so far."""
+        if self.k is None:
+            self.dtype = k.dtype if self.dtype is None else self.dtype
+            self.k = torch.zeros(self.shape, device=self.device, dtype=self.dtype)
+            self.v = torch.zeros(self.shape, device=self.device, dtype=self.dtype)
         start, end = self.length, self.length + k.size(2)
         self.k[layer, :, :, start:end] = k
         self.v[layer, :, :, start:end] = v
@@ -261,7 +267,7 @@ class GPT(nn.Module):
         B = idx.size(0)
         done = torch.zeros(B, dtype=torch.bool, device=idx.device)
         start = max(0, idx.size(1) - cfg.block_size)  # absolute index of the first token in the window
-        cache = KVCache(cfg, B, idx.device, self.lm_head.weight.dtype) if use_cache else None
+        cache = KVCache(cfg, B, idx.device) if use_cache else None  # dtype: that of the keys (autocast's)
         cache_start = start  # absolute index of the token at cache position 0
         for _ in range(max_new_tokens):
             if idx.size(1) - start > cfg.block_size:  # window full: slide it

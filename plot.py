@@ -9,12 +9,13 @@ evaluated train/val loss, against iterations, with tokens seen on the top axis.
 Right panel: validation bits per byte against tokens seen, the tokenizer-independent
 number to compare runs by.
 """
-import argparse
 import json
 import math
 import os
 import sys
-import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ArgumentParser, atomic_write  # noqa: E402
 
 
 def read_metrics(path):
@@ -108,23 +109,15 @@ def plot(metrics_path, out_path, title=None):
         fig.suptitle(title)
     fig.tight_layout()
 
-    # Write beside the target and rename, so a crash never leaves a half-written PNG.
-    out_dir = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out_dir)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, out_path)
+    try:  # a crash never leaves a half-written PNG
+        atomic_write(out_path, lambda f: fig.savefig(f, format="png", dpi=120))
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    plt.close(fig)
+        plt.close(fig)
     return out_path
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Plot a solGPT run's metrics.jsonl (loss and val bits-per-byte) to PNG.")
+    parser = ArgumentParser(description="Plot a solGPT run's metrics.jsonl (loss and val bits-per-byte) to PNG.")
     parser.add_argument("--out_dir", default="out", help="run directory holding metrics.jsonl (default: out)")
     parser.add_argument("--metrics", help="path to metrics.jsonl (default: OUT_DIR/metrics.jsonl)")
     parser.add_argument("--out", help="PNG to write (default: OUT_DIR/loss.png)")

@@ -50,6 +50,8 @@ def read_prompt(start):
         raise SystemExit(f"error: prompt file {path} not found (--start=FILE:path)") from None
     except UnicodeDecodeError:
         raise SystemExit(f"error: prompt file {path} is not UTF-8 text; save it as UTF-8") from None
+    except OSError as e:  # a directory, no permission, ...
+        raise SystemExit(f"error: cannot read prompt file {path}: {e.strerror or e}") from None
 
 
 def encode_prompt(text, tok, vocab_size):
@@ -132,7 +134,10 @@ def main(argv=None, tokenizer=None):
     print(f"{n_tokens} tokens in {seconds:.2f}s: {n_tokens / max(seconds, 1e-9):.1f} tokens/s "
           f"({'KV cache' if cfg['use_kv_cache'] else 'no cache'}, {device})", file=sys.stderr)
     if cfg["out"]:
-        ckpt_io.atomic_write(cfg["out"], lambda f: f.write(SEPARATOR.join(texts).encode("utf-8")))
+        try:
+            ckpt_io.atomic_write(cfg["out"], lambda f: f.write(SEPARATOR.join(texts).encode("utf-8")))
+        except OSError as e:
+            raise SystemExit(f"error: cannot write {cfg['out']}: {e.strerror or e}") from None
     return 0
 
 

@@ -13,8 +13,9 @@ Resume an interrupted run (same batches and random numbers as if it had never st
 
 gradient_accumulation_steps is the global number of micro-batches per optimizer step (as in nanoGPT): under DDP each
 rank does gradient_accumulation_steps / world_size of them, so tokens per iteration do not depend on the GPU count.
-Writes out_dir/model.pt (weights), best_model.pt (best val loss), train_state.pt (optimizer etc.), log.txt and
-metrics.jsonl. Ctrl-C (or SIGTERM) saves a checkpoint and exits.
+Writes out_dir/model.pt (weights), best_model.pt (best val loss), train_state.pt (weights + optimizer etc.: all that
+resuming reads), log.txt and metrics.jsonl. A scratch run into an out_dir that holds an earlier run removes that
+run's metrics.jsonl and train_state.pt first. Ctrl-C (or SIGTERM) saves a checkpoint and exits.
 """
 
 import json
@@ -79,6 +80,7 @@ DEFAULTS = dict(
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 NAN_TEST_ENV = "SOLGPT_TEST_NAN_ITER"  # tests only: make the loss of this iteration NaN
+NAN_GRAD_TEST_ENV = "SOLGPT_TEST_NAN_GRAD_ITER"  # tests only: make a gradient of this iteration NaN (loss finite)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -94,6 +96,14 @@ def validate_config(cfg):
                 "log_interval", "gradient_accumulation_steps"):
         need(cfg[key] > 0, f"--{key} must be > 0, got {cfg[key]}")
     need(cfg["max_iters"] >= 0, f"--max_iters must be >= 0, got {cfg['max_iters']}")
+    need(cfg["grad_clip"] >= 0, f"--grad_clip must be >= 0 (0 disables clipping), got {cfg['grad_clip']}")
+    need(cfg["learning_rate"] > 0, f"--learning_rate must be > 0, got {cfg['learning_rate']}")
+    need(0 <= cfg["min_lr"] <= cfg["learning_rate"],
+         f"--min_lr must be in [0, learning_rate={cfg['learning_rate']}], got {cfg['min_lr']}")
+    need(cfg["warmup_iters"] >= 0, f"--warmup_iters must be >= 0, got {cfg['warmup_iters']}")
+    for key in ("beta1", "beta2"):
+        need(0 <= cfg[key] < 1, f"--{key} must be in [0, 1), got {cfg[key]}")
+    need(cfg["peak_flops"] >= 0, f"--peak_flops must be >= 0 (0 = look it up), got {cfg['peak_flops']}")
     need(cfg["n_embd"] % cfg["n_head"] == 0, f"--n_embd ({cfg['n_embd']}) must be a multiple of --n_head ({cfg['n_head']})")
     need(0 <= cfg["dropout"] < 1, f"--dropout must be in [0, 1), got {cfg['dropout']}")
     need(cfg["init_from"] in ("scratch", "resume"), f"--init_from must be 'scratch' or 'resume', got {cfg['init_from']!r}")
@@ -273,9 +283,10 @@ class RunLog:
             self.metrics_file.close()
 
 
-def trim_metrics(path, iter_num):
+def trim_metrics(path, iter_num, keep_eval_at_iter=True):
     """On resume, drop records written after the checkpoint (a run killed past its last checkpoint redoes those
-    iterations), so metrics.jsonl holds exactly one record per iteration and evaluation."""
+    iterations), so metrics.jsonl holds exactly one record per iteration and evaluation. The evaluation at the
+    checkpoint's own iteration stays only if the checkpoint says it was done (else the resumed run does it)."""
     path = Path(path)
     if not path.is_file():
         return
@@ -286,7 +297,7 @@ def trim_metrics(path, iter_num):
         except ValueError:
             continue  # a line torn by a kill
         is_eval = "val_loss" in rec
-        if rec.get("iter", 0) < iter_num or (is_eval and rec.get("iter") == iter_num):
+        if rec.get("iter", 0) < iter_num or (keep_eval_at_iter and is_eval and rec.get("iter") == iter_num):
             kept.append(line)
     ckpt_io.atomic_write(path, lambda f: f.write("".join(k + "\n" for k in kept).encode()))
 
@@ -305,18 +316,11 @@ def set_rng_state(state, device):
 
 
 def load_resume(out_dir):
-    """Weights and training state from out_dir, checked to belong together."""
-    out_dir = Path(out_dir)
+    """out_dir/train_state.pt: weights and training state, written together in one atomic file."""
     try:
-        weights = ckpt_io.load_model_checkpoint(out_dir / ckpt_io.MODEL_FILE)
-        state = ckpt_io.load(out_dir / ckpt_io.STATE_FILE)
+        return ckpt_io.load_train_state(Path(out_dir) / ckpt_io.STATE_FILE)
     except ckpt_io.CheckpointError as e:
         raise SystemExit(f"error: cannot resume: {e}") from None
-    if weights["iter_num"] != state["iter_num"]:
-        raise SystemExit(f"error: cannot resume: {out_dir}/model.pt is at iter {weights['iter_num']} but "
-                         f"train_state.pt at iter {state['iter_num']} (a run was killed between the two writes); "
-                         f"start again with --init_from=scratch or restore a matching pair")
-    return weights, state
 
 
 def resume_model_args(cfg, weights, meta):
@@ -343,8 +347,16 @@ def build_model(model_args, weights, device, seed):
     torch.manual_seed(seed)  # same initial weights on every rank (and DDP broadcasts rank 0's anyway)
     model = GPT(GPTConfig.from_dict(model_args))
     if weights is not None:
-        model.load_state_dict(ckpt_io.strip_compile_prefix(weights["model"]))
+        try:
+            model.load_state_dict(ckpt_io.strip_compile_prefix(weights["model"]))
+        except RuntimeError as e:
+            raise SystemExit(f"error: cannot resume: the weights do not match their model_args "
+                             f"({(str(e).splitlines() or [''])[0][:200]})") from None
     return model.to(device)
+
+
+def weights_finite(model):
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 class StopRequest:
@@ -381,72 +393,100 @@ class Trainer:
         self.peak_flops = cfg["peak_flops"] or device_peak_flops(device)
         self.out_dir = Path(cfg["out_dir"])
         self.iter_num, self.start_iter, self.resumed = 0, 0, False
+        self.evaluated = False  # whether iteration iter_num has been evaluated (stored in train_state.pt)
         self.best_val_loss = float("inf")
         self.batches = iter(lambda: sampler.get_batch("train"), None)
         self.log = None
 
     def restore(self, state):
+        try:
+            self.sampler.load_state_dict(state["sampler"])
+        except DataError as e:
+            raise SystemExit(f"error: cannot resume: {e}") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        self.sampler.load_state_dict(state["sampler"])
         self.iter_num = self.start_iter = state["iter_num"]
         self.best_val_loss = state["best_val_loss"]
+        self.evaluated = bool(state["evaluated"])
         self.resumed = True
         if self.dist.master:
             set_rng_state(state["rng"], self.device)
-            trim_metrics(self.out_dir / "metrics.jsonl", self.iter_num)
+            trim_metrics(self.out_dir / "metrics.jsonl", self.iter_num, keep_eval_at_iter=self.evaluated)
         else:  # only rank 0's RNG is saved; the others get a fresh but reproducible stream
             torch.manual_seed(self.cfg["seed"] + self.dist.rank + 1000 * self.iter_num)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
 
     def save(self, val_loss=None, best=False):
-        """train_state.pt first: a kill between the two writes leaves model.pt older than train_state.pt, which
-        resume detects (iter_num differs) instead of silently pairing mismatched weights and optimizer."""
-        state = {
-            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-            "rng": rng_state(self.device), "sampler": self.sampler.state_dict(), "iter_num": self.iter_num,
-            "best_val_loss": self.best_val_loss, "config": dict(self.cfg),
-        }
-        ckpt_io.atomic_torch_save(state, self.out_dir / ckpt_io.STATE_FILE)
+        """train_state.pt (all that resume reads, one atomic file), then model.pt (and best_model.pt).
+        Returns False, writing nothing, when the weights are not finite: a checkpoint must never be poisoned.
+        Every rank calls it (the weights are the same on all, so all take the same decision); only the master writes."""
+        if not weights_finite(self.model):
+            self.log.error(f"error: the weights are not finite at iter {self.iter_num}; not saved, so "
+                           f"{self.out_dir} keeps the last good checkpoint")
+            return False
+        if not self.dist.master:
+            return True
         weights = ckpt_io.model_checkpoint(self.model, self.model_args, self.meta["tokenizer"],
                                            self.meta["tokenizer_hash"], self.iter_num, val_loss)
+        state = {
+            **{k: v for k, v in weights.items() if k != "val_loss"},
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+            "rng": rng_state(self.device), "sampler": self.sampler.state_dict(),
+            "best_val_loss": self.best_val_loss, "evaluated": self.evaluated, "config": dict(self.cfg),
+        }
+        ckpt_io.atomic_torch_save(state, self.out_dir / ckpt_io.STATE_FILE)
         ckpt_io.atomic_torch_save(weights, self.out_dir / ckpt_io.MODEL_FILE)
         if best:
             ckpt_io.atomic_torch_save(weights, self.out_dir / ckpt_io.BEST_FILE)
+        return True
 
     def evaluate_and_save(self, final=False):
+        """Returns False when the losses are not finite (nothing saved: the run must stop)."""
         losses = evaluate(self.eval_model, self.sampler, self.cfg["eval_iters"], self.ctx, self.dist)
         bpb = losses["val"] / math.log(2) / self.sampler.bytes_per_token("val")
         it = self.iter_num
+        self.evaluated = True
         self.log.info(f"eval {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, val bpb {bpb:.4f}")
         self.log.metrics({"iter": it, "train_loss": losses["train"], "val_loss": losses["val"], "val_bpb": bpb,
                           "tokens": it * self.tokens_per_iter})
+        if not (math.isfinite(losses["val"]) and math.isfinite(losses["train"])):
+            self.log.error(f"error: evaluation loss is not finite at iter {it}; stopped without saving, so "
+                           f"{self.out_dir} keeps the last good checkpoint")
+            return False
         improved = it > 0 and losses["val"] < self.best_val_loss  # iter 0 is the untrained model
         if improved:
             self.best_val_loss = losses["val"]
-        if self.dist.master and it > 0 and (final or improved or self.cfg["always_save_checkpoint"]):
-            self.save(losses["val"], best=improved)
+        if it > 0 and (final or improved or self.cfg["always_save_checkpoint"]):
+            if not self.save(losses["val"], best=improved):
+                return False
             self.log.info(f"saved checkpoint to {self.out_dir} (iter {it})")
+        return True
 
     # -- the loop ------------------------------------------------------------------------------------------------
 
-    def step(self, lr, stop, nan_iter):
-        """One optimizer step. Returns (mean loss over ranks, grad norm, stop requested on any rank);
-        a non-finite loss returns before the optimizer touches the weights."""
+    def step(self, lr, stop, nan_iter=-1, nan_grad_iter=-1):
+        """One optimizer step. Returns (mean loss over ranks, grad norm, stop requested on any rank, ok).
+        ok is False, and the optimizer never touches the weights, for a non-finite loss, or a non-finite gradient
+        norm without a GradScaler (with fp16's scaler an overflow is routine: the scaler skips the step itself)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss = accumulate_gradients(self.run_model, self.batches, self.ctx, self.scaler, self.n_micro,
                                     nan_at_micro=0 if self.iter_num == nan_iter else None)
-        grad_norm = clip_and_norm(self.run_model, self.optimizer, self.scaler, self.cfg["grad_clip"])
-        loss_sum, stop_votes = agree([loss.item(), float(stop.signum != 0)], self.dist)
+        if self.iter_num == nan_grad_iter:
+            next(self.model.parameters()).grad.fill_(float("nan"))
+        grad_norm = float(clip_and_norm(self.run_model, self.optimizer, self.scaler, self.cfg["grad_clip"]))
+        loss_sum, stop_votes, bad_norms = agree(
+            [loss.item(), float(stop.signum != 0), float(not math.isfinite(grad_norm))], self.dist)
         loss_value = loss_sum / self.dist.world_size
-        if math.isfinite(loss_value):
+        ok = math.isfinite(loss_value) and (self.scaler.is_enabled() or bad_norms == 0)
+        if ok:
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
             self.iter_num += 1
-        return loss_value, float(grad_norm), stop_votes > 0
+            self.evaluated = False
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_value, grad_norm, stop_votes > 0, ok
 
     def log_step(self, it, loss, lr, grad_norm, dt):
         mfu = self.model.estimate_mfu(self.tokens_per_iter, dt, self.peak_flops * self.dist.world_size)
@@ -462,13 +502,27 @@ class Trainer:
     def run(self):
         """Train to max_iters; returns the process exit code (0 done, 1 non-finite loss, 128+signal stopped)."""
         cfg = self.cfg
+        removed = [] if self.resumed or not self.dist.master else self.remove_old_run()
         self.log = RunLog(self.out_dir, self.dist.master)  # opened after restore(), whose trimming replaces the file
         try:
-            return self._loop(cfg, StopRequest(), int(os.environ.get(NAN_TEST_ENV, -1)))
+            if removed:
+                self.log.info(f"scratch run: removed the earlier run's {' and '.join(removed)} from {self.out_dir}")
+            return self._loop(cfg, StopRequest(), int(os.environ.get(NAN_TEST_ENV, -1)),
+                              int(os.environ.get(NAN_GRAD_TEST_ENV, -1)))
         finally:
             self.log.close()
 
-    def _loop(self, cfg, stop, nan_iter):
+    def remove_old_run(self):
+        """A scratch run must not append to an earlier run's metrics or leave its state for a later resume."""
+        removed = []
+        for name in ("metrics.jsonl", ckpt_io.STATE_FILE):
+            path = self.out_dir / name
+            if path.exists():
+                path.unlink()
+                removed.append(name)
+        return removed
+
+    def _loop(self, cfg, stop, nan_iter, nan_grad_iter):
         self.log.info(f"device {self.device}, dtype {str(self.dtype).replace('torch.', '')}, "
                       f"{self.dist.world_size} process(es), "
                       f"{self.model.get_num_params() / 1e6:.2f}M parameters, {self.tokens_per_iter:,} tokens/iter, "
@@ -480,26 +534,29 @@ class Trainer:
                 return 0
         while self.iter_num < cfg["max_iters"]:
             it = self.iter_num
-            if it % cfg["eval_interval"] == 0 and not (self.resumed and it == self.start_iter):
-                self.evaluate_and_save()  # (a resumed run's first evaluation is already in its checkpoint)
+            if it % cfg["eval_interval"] == 0 and not self.evaluated:  # (a resumed checkpoint may hold it already)
+                if not self.evaluate_and_save():
+                    return 1
             lr = get_lr(it, cfg)
             t0 = time.perf_counter()
-            loss, grad_norm, stop_requested = self.step(lr, stop, nan_iter)
+            loss, grad_norm, stop_requested, ok = self.step(lr, stop, nan_iter, nan_grad_iter)
             dt = time.perf_counter() - t0
-            if not math.isfinite(loss):
-                self.log.error(f"error: loss is {loss} at iter {it}; stopped without saving, so {self.out_dir} "
+            if not ok:
+                what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {grad_norm}"
+                self.log.error(f"error: {what} at iter {it}; stopped without saving, so {self.out_dir} "
                                f"keeps the last good checkpoint (try a lower --learning_rate, or check the data)")
                 return 1
             if it % cfg["log_interval"] == 0 or self.iter_num == cfg["max_iters"]:
                 self.log_step(it, loss, lr, grad_norm, dt)
             if stop_requested:
                 signum = stop.signum or signal.SIGTERM  # another rank was signalled
-                if self.dist.master:
-                    self.save()
+                if not self.save():
+                    return 1
                 self.log.info(f"stopped by {signal.Signals(signum).name} at iter {self.iter_num}: checkpoint saved "
                               f"to {self.out_dir}; continue with --init_from=resume")
                 return 128 + signum
-        self.evaluate_and_save(final=True)
+        if not self.evaluated and not self.evaluate_and_save(final=True):
+            return 1
         if self.dist.enabled:
             if not ranks_agree(self.model):
                 self.log.error(f"error: the {self.dist.world_size} ranks ended with different weights")
@@ -537,13 +594,13 @@ def train(cfg, dist_info, device):
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores: much faster, loss unchanged
         torch.backends.cudnn.allow_tf32 = True
     sampler = load_data(cfg, dist_info, device)
-    weights = state = None
+    state = None
     if cfg["init_from"] == "resume":
-        weights, state = load_resume(cfg["out_dir"])
-        model_args = resume_model_args(cfg, weights, sampler.meta)
+        state = load_resume(cfg["out_dir"])
+        model_args = resume_model_args(cfg, state, sampler.meta)
     else:
         model_args = model_args_from(cfg, sampler.meta["vocab_size"])
-    model = build_model(model_args, weights, device, cfg["seed"])
+    model = build_model(model_args, state, device, cfg["seed"])
     trainer = Trainer(cfg, dist_info, device, dtype, sampler, model, model_args)
     if state is not None:
         trainer.restore(state)

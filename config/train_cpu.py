@@ -2,8 +2,11 @@
 #   python data/solidity-packages/prepare.py && python train.py config/train_cpu.py
 #
 # Model: 4 layers, 4 heads, 192 wide, block 512: 4.94M parameters (3.16M of them the tied 16k-token embedding).
-# Tokens/iter: 8 x 512 = 4,096; 600 iters = 2.5M tokens (about 1.3 epochs of the corpus's training split).
-# Measured on this 2-core Xeon (AVX-512, torch 2.13, fp32), 50 iters:
+# Tokens/iter: 2 micro-batches x 4 x 512 = 4,096; 600 iters = 2.5M tokens (about 1.3 epochs of the training split).
+# Two micro-batches so that `torchrun --standalone --nproc_per_node=2 train.py config/train_cpu.py` also runs (each
+# rank then does one): gradient_accumulation_steps is global and must be a multiple of the number of processes.
+# Measured on this 2-core Xeon (AVX-512, torch 2.13, fp32), 50 iters, BEFORE that change (batch_size=8, one
+# micro-batch; same tokens/iter, two smaller micro-batches may cost a little more per iter):
 #   python train.py config/train_cpu.py --max_iters=50 --eval_iters=2 --log_interval=1 --out_dir=/tmp/o
 #   -> median 838 ms/iter (801-882), 4,886 tok/s; peak RSS 1.8 GB.
 # So 600 iters + 7 evaluations take ~9-10 minutes on an otherwise idle machine (longer if other work shares it).
@@ -21,8 +24,8 @@ block_size = 512  # a whole small contract, or a function with its NatSpec and c
 dropout = 0.0  # ~1 epoch: no overfitting to fight
 bias = False
 
-batch_size = 8
-gradient_accumulation_steps = 1
+batch_size = 4
+gradient_accumulation_steps = 2  # global: 2 micro-batches in one process, 1 per rank under torchrun with 2
 max_iters = 600
 lr_decay_iters = 600  # cosine down to min_lr exactly at the end
 learning_rate = 2e-3  # small models tolerate (and need) a high rate to learn in few steps

@@ -10,7 +10,8 @@ A prepare.py turns its source into an iterator of `Document`s and calls `prepare
   3. sends each survivor to train or val by its group (package, repository, contract address);
   4. tokenises in a worker pool and appends tokens + eot to train.bin.tmp / val.bin.tmp as it goes;
   5. measures what is left of train/val overlap with a second, higher-recall LSH pass, renames the .bin files and
-     writes meta.json last (docs in notes/DESIGN.md: "Prepared data format").
+     writes meta.json last (docs in notes/DESIGN.md: "Prepared data format"; meta.json is deleted only just
+     before the renames, so a run killed earlier leaves the previous output usable).
 
 Memory stays bounded for corpora that do not fit in RAM: documents stream through in batches, and per kept document
 only its signature (num_perm * 4 bytes), its LSH band keys and a 16-byte digest stay in memory: measured ~2 KB per
@@ -42,7 +43,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-FORMAT = "solgpt-tokens-v1"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import TOKEN_DTYPES, TOKEN_FORMAT as FORMAT, ArgumentParser, atomic_write, fsync_dir  # noqa: E402
 DATA_DIR = Path(__file__).resolve().parent
 SPLITS = ("train", "val")
 
@@ -60,13 +62,20 @@ PERMISSIVE = {"mit", "mit-0", "apache-2.0", "isc", "0bsd", "unlicense", "cc0-1.0
 _SPDX_RE = re.compile(r"SPDX-License-Identifier:\s*([^\n\r]*)")
 
 
+def spdx_expressions(text: str) -> list[str]:
+    """Every distinct SPDX-License-Identifier expression in a source file, in order (a flattened file has several)."""
+    found = []
+    for m in _SPDX_RE.finditer(text):
+        expr = m.group(1).split("*/")[0].strip().strip('"').strip()
+        if expr and expr not in found:
+            found.append(expr)
+    return found
+
+
 def spdx_expression(text: str) -> str | None:
     """The first SPDX-License-Identifier expression in a source file, or None."""
-    m = _SPDX_RE.search(text)
-    if not m:
-        return None
-    expr = m.group(1).split("*/")[0].strip().strip('"').strip()
-    return expr or None
+    exprs = spdx_expressions(text)
+    return exprs[0] if exprs else None
 
 
 def is_permissive(expr: str | None) -> bool:
@@ -85,8 +94,18 @@ def is_permissive(expr: str | None) -> bool:
 
 
 def licence_of(text: str, fallback: str | None) -> str:
-    """The file's SPDX header, else the package's licence, else 'NOASSERTION'."""
-    return spdx_expression(text) or fallback or "NOASSERTION"
+    """The file's SPDX header(s) (several joined with AND), else the package's licence, else 'NOASSERTION'."""
+    exprs = spdx_expressions(text)
+    if len(exprs) > 1:
+        return " AND ".join(f"({e})" if re.search(r"\s(OR|AND)\s", e, re.I) else e for e in exprs)
+    return (exprs[0] if exprs else None) or fallback or "NOASSERTION"
+
+
+def licence_permissive(text: str, fallback: str | None) -> bool:
+    """Every SPDX expression in the file must be permissive (a flattened file mixes its sources' licences: one GPL
+    part makes the whole file GPL); with none, the package's licence decides."""
+    exprs = spdx_expressions(text)
+    return all(is_permissive(e) for e in exprs) if exprs else is_permissive(fallback)
 
 
 # --------------------------------------------------------------------------------------------------- cleaning
@@ -357,7 +376,7 @@ def _examine(args) -> list[tuple]:
     out = []
     for d in docs:
         lic = licence_of(d.text, d.licence)
-        if opts.licences == "permissive" and not is_permissive(lic):
+        if opts.licences == "permissive" and not licence_permissive(d.text, d.licence):
             out.append(("licence", lic, "", b"", None))
             continue
         text = clean(d.text, opts.strip_comments)
@@ -500,7 +519,7 @@ def _tokenise(texts: list[str]) -> tuple[np.ndarray, list[int]]:
 
 
 def token_dtype(vocab_size: int):
-    return np.uint16 if vocab_size <= 65536 else np.uint32
+    return TOKEN_DTYPES["uint16"] if vocab_size <= 65536 else TOKEN_DTYPES["uint32"]
 
 
 def load_tokenizer(name: str | None):
@@ -517,27 +536,22 @@ def bin_path(out_dir: Path, split: str) -> Path:
     return Path(out_dir) / f"{split}.bin"
 
 
-def _fsync_replace(tmp: Path, final: Path):
-    with open(tmp, "rb+") as f:
+def _fsync(path: Path):
+    with open(path, "rb+") as f:
         os.fsync(f.fileno())
-    os.replace(tmp, final)
 
 
 def write_json_atomic(path: Path, obj: dict):
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
 def read_meta(out_dir: Path) -> dict:
     """meta.json of a prepared dataset, checked against the .bin sizes; one-line PrepareError otherwise.
 
-    The protocol makes this safe: prepare deletes meta.json first and writes it last, so a run that was killed
-    leaves no meta.json, and a reader that requires it never takes a half-written train.bin for data.
+    The protocol makes this safe: prepare writes the new .bin files beside the old ones (*.bin.tmp), deletes
+    meta.json just before renaming them into place and writes the new meta.json last. A run killed before the
+    renames leaves the previous output intact and valid; one killed after them leaves no meta.json, and a reader
+    that requires it never takes a half-written or mismatched train.bin for data.
     """
     out_dir = Path(out_dir)
     name = out_dir.name
@@ -551,7 +565,9 @@ def read_meta(out_dir: Path) -> dict:
         raise PrepareError(f"data/{name}/train.bin is incomplete or missing (meta.json unreadable): {hint}")
     if meta.get("format") != FORMAT:
         raise PrepareError(f"data/{name}/meta.json has format {meta.get('format')!r}, expected {FORMAT!r}: {hint}")
-    item = np.dtype(meta["dtype"]).itemsize
+    if meta.get("dtype") not in TOKEN_DTYPES or not isinstance(meta.get("splits"), dict):
+        raise PrepareError(f"data/{name}/meta.json has no valid dtype/splits: {hint}")
+    item = np.dtype(TOKEN_DTYPES[meta["dtype"]]).itemsize
     for split, info in meta["splits"].items():
         p = out_dir / info["file"]
         size = p.stat().st_size if p.exists() else -1
@@ -600,7 +616,6 @@ def prepare(out_dir: Path, documents: Iterable[Document], *, dataset: str, tok, 
                   f"{meta['splits']['val']['tokens']:,} val tokens); --force rebuilds")
         return meta
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "meta.json").unlink(missing_ok=True)   # first: from here on, readers refuse the .bin files
     dtype = token_dtype(tok.n_vocab)
     tmp = {s: bin_path(out_dir, s).with_suffix(".bin.tmp") for s in SPLITS}
     files = {s: open(tmp[s], "wb") for s in SPLITS}
@@ -619,7 +634,14 @@ def prepare(out_dir: Path, documents: Iterable[Document], *, dataset: str, tok, 
         bar.close()
         for s in SPLITS:
             files[s].close()
-            _fsync_replace(tmp[s], bin_path(out_dir, s))
+            _fsync(tmp[s])
+        # Only now, with the new files complete: until here a previous complete output stays usable. From the
+        # unlink to the new meta.json, readers refuse the .bin files (a kill in between leaves no meta.json).
+        (out_dir / "meta.json").unlink(missing_ok=True)
+        fsync_dir(out_dir)
+        for s in SPLITS:
+            os.replace(tmp[s], bin_path(out_dir, s))
+        fsync_dir(out_dir)
     finally:
         for f in files.values():
             f.close()
@@ -724,13 +746,8 @@ def common_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def make_parser(description: str, **kw) -> argparse.ArgumentParser:
-    return _Parser(description=description, parents=[common_parser()],
+    return ArgumentParser(description=description, parents=[common_parser()],
                    formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kw)
 
 
@@ -787,12 +804,16 @@ def fetch_package(pkg: dict, cache_dir: Path = TARBALL_DIR, npm: str = "npm") ->
             raise PrepareError(f"npm is not installed, and {spec} is not in the cache {cache_dir}: "
                                f"install Node.js + npm (https://nodejs.org) and rerun")
         cache_dir.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run([npm, "pack", spec, "--pack-destination", str(cache_dir), "--json"],
+        # --ignore-scripts: packing must never run a package's (or a local folder's) prepack/prepare scripts
+        r = subprocess.run([npm, "pack", spec, "--pack-destination", str(cache_dir), "--json", "--ignore-scripts"],
                            capture_output=True, text=True)
         if r.returncode != 0:
             last = (r.stderr.strip().splitlines() or ["no output"])[-1]
             raise PrepareError(f"npm pack {spec} failed: {last}")
-        made = cache_dir / json.loads(r.stdout)[0]["filename"]
+        try:
+            made = cache_dir / json.loads(r.stdout)[0]["filename"]
+        except (ValueError, LookupError, TypeError):
+            raise PrepareError(f"npm pack {spec} printed no JSON file list (output: {r.stdout.strip()[:200]!r})") from None
         if made != path:
             made.replace(path)
     want = pkg.get("integrity")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import train
 from configurator import configure
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,9 +26,11 @@ def test_overrides_get_real_types():
 
 
 def test_int_is_a_float_and_strings_stay_strings():
-    cfg = configure(DEFAULTS, ["--learning_rate=1", "--out_dir=123", "--device='cpu'"])
+    cfg = configure({**DEFAULTS, "start": ""},
+                    ["--learning_rate=1", "--out_dir=123", "--device='cpu'", "--start=[1, 2]"])
     assert cfg["learning_rate"] == 1.0 and type(cfg["learning_rate"]) is float
-    assert cfg["out_dir"] == "123" and cfg["device"] == "cpu"
+    # string keys take the text exactly as typed (the shell already removed its own quotes): never literal_eval'd
+    assert cfg["out_dir"] == "123" and cfg["device"] == "'cpu'" and cfg["start"] == "[1, 2]"
 
 
 def test_unknown_key_and_wrong_type_messages():
@@ -76,3 +79,28 @@ def test_scripts_exit_with_one_line_and_help_lists_keys(script):
     for key in (["out_dir", "max_iters", "gradient_accumulation_steps", "pos_encoding", "peak_flops"]
                 if script == "train.py" else ["ckpt", "top_p", "use_kv_cache", "out"]):
         assert f"--{key}" in help_.stdout
+
+
+def test_huge_or_deep_literal_is_one_line_error():
+    msg = error_of(["--max_iters=" + "[" * 100_000 + "]" * 100_000])
+    assert msg.startswith("error: --max_iters") and "\n" not in msg
+
+
+def test_cpu_config_runs_on_two_processes_with_same_tokens_per_iter():
+    cfg = configure(train.DEFAULTS, [str(ROOT / "config" / "train_cpu.py")])
+    assert cfg["gradient_accumulation_steps"] % 2 == 0  # torchrun --nproc_per_node=2 needs a multiple of 2
+    assert cfg["batch_size"] * cfg["gradient_accumulation_steps"] * cfg["block_size"] == 4096
+
+
+@pytest.mark.parametrize("arg,msg", [("--grad_clip=-1", "--grad_clip must be >= 0"),
+                                     ("--learning_rate=0", "--learning_rate must be > 0"),
+                                     ("--min_lr=1.0", "--min_lr must be in [0, learning_rate"),
+                                     ("--min_lr=-1e-5", "--min_lr must be in [0"),
+                                     ("--warmup_iters=-1", "--warmup_iters must be >= 0"),
+                                     ("--beta2=1.0", "--beta2 must be in [0, 1)"),
+                                     ("--beta1=-0.1", "--beta1 must be in [0, 1)"),
+                                     ("--peak_flops=-1", "--peak_flops must be >= 0")])
+def test_train_config_bounds(arg, msg):
+    with pytest.raises(SystemExit) as exc:
+        train.validate_config(configure(train.DEFAULTS, [arg]))
+    assert str(exc.value.code).startswith(f"error: {msg}")

@@ -203,10 +203,11 @@ load_script("data/solidity-packages/prepare.py").main(sys.argv[1:])
 """
 
 
-def test_killed_run_leaves_no_meta_and_reader_refuses(tmp_path, stand_in):
+def test_killed_run_keeps_previous_output_usable(tmp_path, stand_in):
+    """A kill during the long work (tokenisation) leaves the previous complete output as it was, still readable."""
     root = make_package_corpus(tmp_path / "src")
     out = tmp_path / "out"
-    run_packages(root, out)                 # a complete earlier run: its train.bin must not survive as valid
+    before = run_packages(root, out)                 # a complete earlier run
     script = tmp_path / "slow.py"
     script.write_text(KILL_SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests")))
     proc = subprocess.Popen([sys.executable, str(script), "--packages", str(root / "packages.json"), "--cache_dir",
@@ -219,9 +220,40 @@ def test_killed_run_leaves_no_meta_and_reader_refuses(tmp_path, stand_in):
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
+    assert corpus.read_meta(out)["splits"] == before["splits"]
+
+
+def test_kill_between_meta_delete_and_rename_leaves_no_meta(tmp_path, stand_in, monkeypatch):
+    """Once the new .bin files replace the old ones, meta.json is gone until the new one is written."""
+    root = make_package_corpus(tmp_path / "src")
+    out = tmp_path / "out"
+    run_packages(root, out)
+    real_replace = os.replace
+
+    def dies_on_bin(src, dst):
+        if str(dst).endswith(".bin"):
+            raise KeyboardInterrupt("killed")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(corpus.os, "replace", dies_on_bin)
+    with pytest.raises(KeyboardInterrupt):
+        run_packages(root, out, "--force", "--workers", "0")
+    monkeypatch.undo()
     assert not (out / "meta.json").exists()
     with pytest.raises(SystemExit, match="incomplete or missing"):
         corpus.read_meta(out)
+
+
+def test_every_spdx_identifier_must_be_permissive():
+    flattened = "// SPDX-License-Identifier: MIT\ncontract A {}\n// SPDX-License-Identifier: GPL-3.0\ncontract B {}\n"
+    assert not corpus.licence_permissive(flattened, "MIT")
+    assert corpus.licence_of(flattened, None) == "MIT AND GPL-3.0"
+    both_mit = "// SPDX-License-Identifier: MIT\ncontract A {}\n// SPDX-License-Identifier: MIT\ncontract B {}\n"
+    assert corpus.licence_permissive(both_mit, None) and corpus.licence_of(both_mit, None) == "MIT"
+    either = "// SPDX-License-Identifier: MIT OR GPL-3.0\n// SPDX-License-Identifier: Apache-2.0\n"
+    assert corpus.licence_permissive(either, None)
+    assert corpus.licence_of(either, None) == "(MIT OR GPL-3.0) AND Apache-2.0"
+    assert corpus.licence_permissive("contract A {}", "MIT") and not corpus.licence_permissive("contract A {}", None)
 
 
 def test_iter_package_documents_matches_prepared_data(tmp_path, stand_in):
@@ -250,3 +282,14 @@ def test_real_tokenizer_round_trip_when_available(tmp_path):
     first = tok.decode(arr[:ends[0]].tolist())
     assert first == next(t for _, _, t in corpus.iter_package_documents(
         "val", packages_file=root / "packages.json", cache_dir=root / "cache"))
+
+
+def test_npm_pack_ignores_scripts_and_bad_json_is_one_line(tmp_path):
+    fake = tmp_path / "npm"
+    fake.write_text("#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/args\"\necho 'npm WARN not json'\n")
+    fake.chmod(0o755)
+    pkg = {"name": "x", "version": "1.0.0"}
+    with pytest.raises(SystemExit) as exc:
+        corpus.fetch_package(pkg, tmp_path / "cache", npm=str(fake))
+    assert str(exc.value.code).startswith("error: npm pack x@1.0.0 printed no JSON") and "\n" not in str(exc.value.code)
+    assert "--ignore-scripts" in (tmp_path / "args").read_text().split()

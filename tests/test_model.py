@@ -144,3 +144,15 @@ def test_mfu_is_flops_over_peak():
     fpt = model.flops_per_token()
     assert model.estimate_mfu(1000, 1.0, fpt * 1000 * 4) == pytest.approx(0.25)
     assert model.estimate_mfu(1000, 1.0, 0) == 0.0
+
+
+def test_kv_cache_dtype_follows_autocast():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=32, n_layer=1, n_head=2, n_embd=16))
+    cache = KVCache(model.config, 1, "cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.zeros((1, 4), dtype=torch.long), kv_cache=cache)
+    assert cache.k.dtype == cache.v.dtype == torch.bfloat16
+    plain = KVCache(model.config, 1, "cpu")
+    model(torch.zeros((1, 4), dtype=torch.long), kv_cache=plain)
+    assert plain.k.dtype == torch.float32

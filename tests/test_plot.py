@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import plot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,3 +48,10 @@ def test_plot_missing_metrics_is_one_line_error(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "plot.py"), f"--out_dir={tmp_path}"], capture_output=True, text=True)
     assert r.returncode != 0
     assert r.stderr.strip().count("\n") == 0 and "metrics.jsonl not found" in r.stderr
+
+
+def test_usage_error_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        plot.main(["--bogus"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("error: unrecognized arguments: --bogus") and err.count("\n") == 1

@@ -117,3 +117,14 @@ def test_tokenizer_mismatch_is_refused(tmp_path):
     ck = write_checkpoint(tmp_path / "model.pt", tok.n_vocab, tok.name, "0" * 64)
     proc = run_sample(f"--ckpt={ck}")
     assert proc.returncode != 0 and "different" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unreadable_prompt_and_bad_checkpoint_args_are_one_line(tmp_path):
+    ck = write_checkpoint(tmp_path / "model.pt", 257)
+    with pytest.raises(SystemExit, match="cannot read prompt file"):  # a directory: IsADirectoryError, an OSError
+        sample.main([f"--ckpt={ck}", f"--start=FILE:{tmp_path}"], tokenizer=ByteTokenizer())
+    bad = torch.load(ck, weights_only=True)
+    bad["model_args"]["n_embd"] = "wide"  # TypeError/ValueError inside GPT(...), not RuntimeError
+    torch.save(bad, tmp_path / "bad_args.pt")
+    with pytest.raises(ckpt_io.CheckpointError, match="does not match its model_args"):
+        ckpt_io.load_model(tmp_path / "bad_args.pt")

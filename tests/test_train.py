@@ -112,8 +112,17 @@ def test_metrics_and_checkpoint_layout(data_root, tmp_path):
     assert weights["tokenizer"] == "fake" and weights["iter_num"] == 4
     assert weights["model_args"]["vocab_size"] == 128  # 96 rounded up to a multiple of 64
     state = torch.load(out / "train_state.pt", weights_only=True)
-    assert set(state) == {"optimizer", "scaler", "rng", "sampler", "iter_num", "best_val_loss", "config"}
+    assert set(state) == {"model_args", "model", "tokenizer", "tokenizer_hash", "optimizer", "scaler", "rng",
+                          "sampler", "iter_num", "best_val_loss", "evaluated", "config"}  # all that resume reads
+    for key in weights["model"]:
+        assert torch.equal(state["model"][key], weights["model"][key]), key
+    assert state["evaluated"] is True and state["sampler"]["seed"] == 1337
     assert (out / "best_model.pt").is_file() and "eval 4" in (out / "log.txt").read_text()
+    # a scratch run into the same out_dir starts fresh metrics and leaves no old train state behind
+    proc = run_train(data_root, out, "--max_iters=1", "--eval_interval=100")
+    assert "removed the earlier run's metrics.jsonl and train_state.pt" in proc.stdout
+    assert sorted(r["iter"] for r in metrics(out) if "loss" in r) == [0]
+    assert torch.load(out / "train_state.pt", weights_only=True)["iter_num"] == 1
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(data_root, tmp_path):
@@ -149,14 +158,62 @@ def test_sigint_saves_checkpoint_and_resume_continues(data_root, tmp_path):
     assert sorted(train_losses(out)) == list(range(it + 2))
 
 
-def test_resume_refuses_mismatched_pair(data_root, tmp_path):
+def test_resume_reads_train_state_alone_and_refuses_bad_ones(data_root, tmp_path):
+    out = tmp_path / "o"
+    run_train(data_root, out, "--max_iters=4", "--eval_interval=2")
+    good = torch.load(out / "train_state.pt", weights_only=True)
+    (out / "model.pt").unlink()  # resume needs only train_state.pt (one atomic write: no torn pair possible)
+    for change, why in [(lambda st: st.pop("model"), "missing model"),
+                        (lambda st: st["sampler"].update(seed=1), "--seed=1"),
+                        (lambda st: st["sampler"].update(dataset="other:1.0"), "--dataset=other:1.0")]:
+        state = {**good, "sampler": dict(good["sampler"])}
+        change(state)
+        torch.save(state, out / "train_state.pt")
+        proc = run_train(data_root, out, "--max_iters=6", "--init_from=resume", check=False)
+        assert proc.returncode != 0 and proc.stderr.startswith("error: cannot resume") and "Traceback" not in proc.stderr
+        assert why in proc.stderr and proc.stderr.strip().count("\n") == 0
+    torch.save(good, out / "train_state.pt")
+    run_train(data_root, out, "--max_iters=6", "--eval_interval=2", "--init_from=resume")
+    assert torch.load(out / "model.pt", weights_only=True)["iter_num"] == 6
+
+
+def test_resume_evaluates_a_checkpoint_that_was_not_evaluated(data_root, tmp_path):
     out = tmp_path / "o"
     run_train(data_root, out, "--max_iters=4", "--eval_interval=2")
     state = torch.load(out / "train_state.pt", weights_only=True)
-    state["iter_num"] = 2
+    state["evaluated"] = False  # as a Ctrl-C save at iter 4 would be
     torch.save(state, out / "train_state.pt")
-    proc = run_train(data_root, out, "--max_iters=6", "--init_from=resume", check=False)
-    assert proc.returncode != 0 and proc.stderr.startswith("error: cannot resume") and "Traceback" not in proc.stderr
+    proc = run_train(data_root, out, "--max_iters=5", "--eval_interval=2", "--init_from=resume")
+    assert "eval 4:" in proc.stdout
+    assert [r["iter"] for r in metrics(out) if "val_loss" in r] == [0, 2, 4, 5]  # one eval record per iteration
+
+
+def test_non_finite_grad_norm_stops_without_stepping(data_root, tmp_path):
+    out = tmp_path / "o"
+    proc = run_train(data_root, out, "--max_iters=20", "--eval_interval=5", env={train.NAN_GRAD_TEST_ENV: "7"},
+                     check=False)
+    assert proc.returncode == 1 and "gradient norm is nan at iter 7" in proc.stderr and "Traceback" not in proc.stderr
+    weights = torch.load(out / "model.pt", weights_only=True)
+    assert weights["iter_num"] == 5 and all(torch.isfinite(v).all() for v in weights["model"].values())
+    assert max(train_losses(out)) == 6
+
+
+def test_non_finite_weights_are_never_saved(data_root, tmp_path):
+    cfg = train.configure(train.DEFAULTS, [*TINY, f"--data_root={data_root}", f"--out_dir={tmp_path / 'o'}"])
+    dist_info, device = train.Dist(), torch.device("cpu")
+    sampler = train.load_data(cfg, dist_info, device)
+    args = train.model_args_from(cfg, sampler.meta["vocab_size"])
+    trainer = train.Trainer(cfg, dist_info, device, torch.float32, sampler, train.build_model(args, None, device, 0), args)
+    trainer.log = train.RunLog(trainer.out_dir, True)
+    trainer.iter_num = 5
+    with torch.no_grad():
+        next(trainer.model.parameters())[0] = float("inf")
+    try:
+        assert trainer.evaluate_and_save() is False
+        assert trainer.save() is False
+    finally:
+        trainer.log.close()
+    assert not (tmp_path / "o" / "model.pt").exists() and not (tmp_path / "o" / "train_state.pt").exists()
 
 
 def test_missing_dataset_and_tokenizer_mixture_errors(data_root, tmp_path):

@@ -90,3 +90,42 @@ def test_incomplete_or_missing_data_is_reported(root):
 def test_block_size_larger_than_split_is_reported(root):
     with pytest.raises(DataError, match="lower --block_size"):
         BatchSampler("a", block_size=2000, batch_size=1, data_root=root)
+
+
+def test_mixture_bytes_per_token_is_weighted_mean(root):
+    meta = json.loads((root / "b" / "meta.json").read_text())
+    meta["splits"]["val"]["bytes"] = meta["splits"]["val"]["tokens"] * 2  # b: 2 bytes/token, a: 4
+    (root / "b" / "meta.json").write_text(json.dumps(meta))
+    s = BatchSampler("a:0.5,b:0.5", block_size=16, batch_size=1, data_root=root)
+    assert s.bytes_per_token("val") == pytest.approx(3.0)  # per token: half from each
+
+
+def test_eval_train_batches_differ_from_training_batches(root):
+    s = sampler(root)
+    assert not torch.equal(s.get_batch("train", index=0)[0], sampler(root).get_batch("train")[0])
+
+
+def test_resume_refuses_other_seed_dataset_or_uneven_world_size(root):
+    s = sampler(root)
+    for _ in range(3):
+        s.get_batch("train")
+    state = s.state_dict()
+    assert state["step"] == 3 and state["seed"] == 1337 and state["dataset"] == "a:1.0"
+    with pytest.raises(DataError, match="--seed=1337"):
+        sampler(root, seed=1).load_state_dict(state)
+    with pytest.raises(DataError, match="--dataset=a:1.0"):
+        sampler(root, "b").load_state_dict(state)
+    with pytest.raises(DataError, match="cannot split evenly"):
+        sampler(root, world_size=2).load_state_dict(state)
+    s.get_batch("train")
+    r1 = sampler(root, rank=1, world_size=2)
+    r1.load_state_dict(s.state_dict())  # 4 drawn: 2 processes continue with global micro-batches 4, 5
+    expected = [s.get_batch("train")[0] for _ in range(2)][1]
+    assert torch.equal(r1.get_batch("train")[0], expected)
+
+
+def test_seed_and_split_change_the_random_numbers(root):
+    a = sampler(root).get_batch("train")[0]
+    assert not torch.equal(a, sampler(root, seed=7).get_batch("train")[0])
+    u = [sampler(root)._generator(stream, 0).initial_seed() for stream in ("train", "val", "train_eval")]
+    assert len({x % 2**32 for x in u}) == 3  # the part torch's CPU generator actually uses

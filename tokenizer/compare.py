@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from common import ArgumentParser  # noqa: E402  (one-line usage errors)
 from tokenizer import TokenizerError, from_ranks, get_tokenizer  # noqa: E402
 from tokenizer.train_tokenizer import PATTERNS, corpus_documents, train_ranks  # noqa: E402
 
@@ -103,8 +104,8 @@ def load_texts(files: list[str] | None, need_train: bool) -> tuple[list[str], li
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--tokenizers", default="gpt2,cl100k_base,solgpt", help="comma-separated names for get_tokenizer")
     p.add_argument("--patterns", default="gpt4,solidity-v0,solidity", help=f"patterns to train: {', '.join(PATTERNS)}")
     p.add_argument("--vocab_sizes", default="8192,16384,32768", help="regular-token counts to train")

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from common import ArgumentParser  # noqa: E402  (one-line usage errors)
 from tokenizer import SPECIAL_TOKENS, TOKENIZER_DIR, TokenizerError, dump_ranks, make_encoding  # noqa: E402
 
 DEFAULT_VOCAB_SIZE = 16384  # regular tokens (256 bytes + merges); the specials come on top
@@ -122,8 +123,8 @@ def write_tokenizer(ranks: dict[bytes, int], pattern: str, name: str, out_dir: P
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--vocab_size", type=int, default=DEFAULT_VOCAB_SIZE, help="regular tokens (256 bytes + merges)")
     p.add_argument("--pattern", choices=sorted(PATTERNS), default=DEFAULT_PATTERN, help="split pattern")
     p.add_argument("--name", default="solgpt", help="tokenizer name: writes <out_dir>/<name>.tiktoken and .json")

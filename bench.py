@@ -1,0 +1,328 @@
+"""
+Measure what solGPT exists for, on the machine that runs it: training speed, generation speed with and without the
+KV cache, data preparation throughput, tokenizer compression, and model quality at a fixed training budget.
+
+    python bench.py                       # full report (~20 minutes on a 2-core CPU)
+    python bench.py --quick               # under 5 minutes on 2 cores
+    python bench.py --device=cuda         # GPU: train benchmark on config/train_gpt2_124m.py, bf16 + torch.compile
+    python bench.py --only=sample,tokenizer --out=report.json
+
+Each speed figure is the median over repeats (warm-up excluded) with min and max beside it in `stats`. Writes a JSON
+report (--out, default bench_report.json) and prints a table. Speed is measured here, never asserted by a test.
+"""
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+from common import ArgumentParser, atomic_write  # noqa: E402
+
+SECTIONS = ("train", "sample", "data", "tokenizer", "quality")
+PROMPT = "// SPDX-License-Identifier: MIT\npragma solidity ^0.8.20;\n\ncontract Vault {\n"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def stats(values):
+    """Median, min and max of repeated measurements."""
+    values = [float(v) for v in values]
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def run_child(cmd, env=None):
+    """Run a command to completion; return (exit code, wall seconds, peak RSS of that process in MB, output)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = proc.stdout.read()
+    # wait4 gives the rusage of this one child (RUSAGE_CHILDREN would mix in every earlier child).
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    peak_kb = usage.ru_maxrss / (1024 if sys.platform == "darwin" else 1)  # bytes on macOS, KiB on Linux
+    return proc.returncode, wall, peak_kb / 1024, output
+
+
+def fail(what, output):
+    tail = "\n".join(output.strip().splitlines()[-15:])
+    raise SystemExit(f"error: {what} failed; its last output:\n{tail}")
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def machine_info(device):
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "device": device, "gpu": None}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_count"] = torch.cuda.device_count()
+    return info
+
+
+def load_config(path, overrides=()):
+    import train
+    from configurator import configure
+    return configure(dict(train.DEFAULTS), [str(path), *overrides])
+
+
+def train_cmd(config, overrides):
+    return [sys.executable, str(ROOT / "train.py"), str(config), *overrides]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# sections
+
+
+def bench_train(config, device, iters, warmup, extra):
+    """Steady-state training speed from a short run's metrics.jsonl."""
+    with tempfile.TemporaryDirectory() as out_dir:
+        overrides = [f"--out_dir={out_dir}", f"--max_iters={warmup + iters}", "--log_interval=1",
+                     f"--eval_interval={10 ** 9}", "--eval_iters=1", f"--device={device}", *extra]
+        code, wall, peak_rss_mb, output = run_child(train_cmd(config, overrides))
+        if code != 0:
+            fail(f"train benchmark ({config})", output)
+        steps = [r for r in read_jsonl(Path(out_dir) / "metrics.jsonl") if "dt_ms" in r and r["iter"] >= warmup]
+        peak_gpu = [r["peak_mem_mb"] for r in steps if r.get("peak_mem_mb")]
+    ms, tps, mfu = (stats([r[k] for r in steps]) for k in ("dt_ms", "tok_per_s", "mfu"))
+    return {"config": str(config), "device": device, "iters_measured": len(steps), "warmup_iters": warmup,
+            "tokens_per_s": tps["median"], "ms_per_iter": ms["median"], "mfu": mfu["median"],
+            "peak_memory_mb": max(peak_gpu) if peak_gpu else peak_rss_mb,
+            "peak_memory_kind": "GPU allocated" if peak_gpu else "process RSS",
+            "stats": {"tokens_per_s": tps, "ms_per_iter": ms, "mfu": mfu}}
+
+
+def bench_sample(config, device, new_tokens, repeats, ckpt=None):
+    """KV-cache generation against full recomputation: same model, prompt and greedy tokens, batch 1."""
+    import torch
+    from model import GPT, GPTConfig
+    from tokenizer import get_tokenizer
+
+    if ckpt:
+        import checkpoint
+        model, saved = checkpoint.load_model(ckpt, device)
+        tok = get_tokenizer(saved["tokenizer"])
+        source = str(ckpt)
+    else:
+        cfg = load_config(config)
+        tok = get_tokenizer()
+        import train
+        model = GPT(GPTConfig(**train.model_args_from(cfg, tok.n_vocab)))
+        source = f"{config} shape, random weights (speed does not depend on the weights)"
+    model.to(device).eval()
+    prompt = torch.tensor([tok.encode(PROMPT)], dtype=torch.long, device=device)
+
+    def timed(use_cache):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = model.generate(prompt, new_tokens, temperature=0.0, use_cache=use_cache)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return out, new_tokens / (time.perf_counter() - t0)
+
+    model.generate(prompt, 8, temperature=0.0, use_cache=True)  # warm-up: allocator, kernels
+    model.generate(prompt, 8, temperature=0.0, use_cache=False)
+    kv, full, same = [], [], True
+    for _ in range(repeats):
+        out_kv, speed_kv = timed(True)
+        out_full, speed_full = timed(False)
+        kv.append(speed_kv)
+        full.append(speed_full)
+        same &= torch.equal(out_kv, out_full)
+    if not same:
+        raise SystemExit("error: KV-cache and full-recomputation greedy tokens differ: the cache is wrong")
+    kv_s, full_s = stats(kv), stats(full)
+    return {"model": source, "device": device, "params_m": model.get_num_params() / 1e6,
+            "block_size": model.config.block_size, "prompt_tokens": prompt.size(1), "new_tokens": new_tokens,
+            "batch_size": 1, "repeats": repeats, "greedy_tokens_equal": same,
+            "kv_tokens_per_s": kv_s["median"], "nocache_tokens_per_s": full_s["median"],
+            "kv_speedup": kv_s["median"] / full_s["median"],
+            "stats": {"kv_tokens_per_s": kv_s, "nocache_tokens_per_s": full_s}}
+
+
+def bench_data(repeats):
+    """Throughput and peak memory of preparing the default corpus from its cached npm tarballs."""
+    runs = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as out_dir:
+            cmd = [sys.executable, str(ROOT / "data/solidity-packages/prepare.py"), f"--out_dir={out_dir}", "--quiet"]
+            code, wall, peak_rss_mb, output = run_child(cmd)
+            if code != 0:
+                fail("data/solidity-packages/prepare.py", output)
+            meta = json.loads((Path(out_dir) / "meta.json").read_text())
+        runs.append((wall, peak_rss_mb, meta))
+    source_mb = runs[0][2]["dedup"]["input_bytes"] / 1e6  # .sol bytes read, before filtering
+    mbps = stats([source_mb / wall for wall, _, _ in runs])
+    rss = stats([r for _, r, _ in runs])
+    return {"dataset": "solidity-packages", "source_mb": source_mb, "repeats": repeats,
+            "prepare_mb_per_s": mbps["median"], "prepare_s": statistics.median(w for w, _, _ in runs),
+            "peak_rss_mb": rss["median"], "note": "npm tarballs already cached: fetch time excluded",
+            "stats": {"prepare_mb_per_s": mbps, "peak_rss_mb": rss}}
+
+
+def bench_tokenizer():
+    """Bytes per token of each tokenizer on the default corpus's validation documents."""
+    from dataloader import PreparedDataset
+    from tokenizer import get_tokenizer
+    from tokenizer.compare import measure_named
+    data = PreparedDataset("solidity-packages", ROOT / "data")
+    # The prepared split holds the exact document texts (the tokenizer round-trips), separated by eot.
+    tok = get_tokenizer(data.meta["tokenizer"])
+    ids = np.asarray(data.splits["val"], dtype=np.int64)
+    ends = np.flatnonzero(ids == data.meta["eot_token"])
+    docs = [tok.decode(ids[a + 1:b].tolist()) for a, b in zip(np.concatenate([[-1], ends[:-1]]), ends)]
+    measured = measure_named(["solgpt", "gpt2", "cl100k_base"], docs)
+    return {"texts": "data/solidity-packages val split (held-out packages)", "documents": len(docs),
+            "bytes": sum(len(d.encode()) for d in docs),
+            "bytes_per_token": {n: m["bytes_per_token"] for n, m in measured.items() if "bytes_per_token" in m},
+            "unavailable": {n: m["unavailable"] for n, m in measured.items() if "unavailable" in m}}
+
+
+def bench_quality(config, device, budget_s, ms_per_iter, iters=None):
+    """Train from scratch for a fixed wall-clock budget and report validation bits per byte.
+
+    The budget becomes an iteration count (budget / measured ms per iteration) and the learning-rate schedule is
+    fitted to it, so the run itself is deterministic (fixed seed, data and iterations). Timing noise can move the
+    derived count between runs; pass --quality_iters to pin it when comparing two versions of the code."""
+    cfg = load_config(config)
+    iters = iters or max(10, int(budget_s * 1000 / ms_per_iter))
+    with tempfile.TemporaryDirectory() as out_dir:
+        overrides = [f"--out_dir={out_dir}", f"--max_iters={iters}", f"--lr_decay_iters={iters}",
+                     f"--warmup_iters={min(cfg['warmup_iters'], iters // 10)}", f"--eval_interval={iters}",
+                     f"--device={device}", "--always_save_checkpoint=False"]
+        code, wall, _, output = run_child(train_cmd(config, overrides))
+        if code != 0:
+            fail(f"quality run ({config})", output)
+        evals = [r for r in read_jsonl(Path(out_dir) / "metrics.jsonl") if "val_bpb" in r]
+    final = evals[-1]
+    return {"config": str(config), "device": device, "budget_s": budget_s, "iters": iters, "wall_s": wall,
+            "seed": cfg["seed"], "dataset": cfg["dataset"], "val_bpb": final["val_bpb"],
+            "val_loss": final["val_loss"], "train_loss": final["train_loss"]}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# report
+
+
+def fmt(x, spec):
+    return "-" if x is None else format(x, spec)
+
+
+def table(report):
+    rows = [("", "")]
+    t, s, d, k, q = (report.get(n) for n in SECTIONS)
+    if t:
+        rows += [("train config", t["config"]), ("train tokens/s", fmt(t["tokens_per_s"], ",.0f")),
+                 ("train ms/iter", fmt(t["ms_per_iter"], ".1f")), ("train MFU", fmt(t["mfu"] * 100, ".2f") + " %"),
+                 (f"train peak memory ({t['peak_memory_kind']})", fmt(t["peak_memory_mb"], ",.0f") + " MB")]
+    if s:
+        rows += [(f"sample tokens/s, KV cache ({s['new_tokens']} new)", fmt(s["kv_tokens_per_s"], ",.1f")),
+                 (f"sample tokens/s, no cache ({s['new_tokens']} new)", fmt(s["nocache_tokens_per_s"], ",.1f")),
+                 ("sample KV-cache speedup", fmt(s["kv_speedup"], ".2f") + "x")]
+    if d:
+        rows += [("prepare MB/s (solidity-packages)", fmt(d["prepare_mb_per_s"], ".2f")),
+                 ("prepare peak RSS", fmt(d["peak_rss_mb"], ",.0f") + " MB")]
+    if k:
+        rows += [(f"bytes/token {name}", fmt(v, ".3f")) for name, v in k["bytes_per_token"].items()]
+        rows += [(f"bytes/token {name}", "unavailable offline") for name in k["unavailable"]]
+    if q:
+        rows += [(f"quality val bpb ({q['budget_s']:.0f} s, {q['iters']} iters)", fmt(q["val_bpb"], ".4f"))]
+    m = report["machine"]
+    rows[0] = ("machine", f"{m['gpu'] or m['cpu']}, {m['cores']} cores, torch {m['torch']}")
+    width = max(len(a) for a, _ in rows)
+    return "\n".join(f"| {a:<{width}} | {b} |" for a, b in rows)
+
+
+def write_json_atomic(path, obj):
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def parse_args(argv):
+    p = ArgumentParser(description=__doc__.strip().split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="finish in under 5 minutes on 2 cores")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    p.add_argument("--out", default="bench_report.json", help="JSON report path (default: bench_report.json)")
+    p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {','.join(SECTIONS)}")
+    p.add_argument("--config", help="train config (default: config/train_cpu.py; config/train_gpt2_124m.py on cuda)")
+    p.add_argument("--budget_s", type=float, help="quality training budget in seconds (default 600; --quick 120)")
+    p.add_argument("--quality_iters", type=int, help="pin the quality run's iterations (default: budget / ms per iter)")
+    p.add_argument("--ckpt", help="sample with this trained model.pt instead of random weights of the CPU config")
+    args = p.parse_args(argv)
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    bad = [s for s in sections if s not in SECTIONS]
+    if bad:
+        p.error(f"unknown section(s) {','.join(bad)}: choose from {','.join(SECTIONS)}")
+    if args.budget_s is not None and args.budget_s <= 0:
+        p.error("--budget_s must be positive")
+    return args, sections
+
+
+def main(argv=None):
+    args, sections = parse_args(argv)
+    cpu_config = ROOT / "config" / "train_cpu.py"
+    gpu = args.device.startswith("cuda")
+    train_config = Path(args.config) if args.config else (ROOT / "config/train_gpt2_124m.py" if gpu else cpu_config)
+    if not train_config.is_file():
+        raise SystemExit(f"error: config file {train_config} not found")
+    needs_data = {"train", "tokenizer", "quality"} & set(sections)
+    if needs_data and not (ROOT / "data/solidity-packages/meta.json").is_file():
+        raise SystemExit("error: data/solidity-packages is not prepared: run python data/solidity-packages/prepare.py")
+    report = {"machine": machine_info(args.device), "quick": args.quick,
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    repeats = 2 if args.quick else 5
+    t_start = time.perf_counter()
+    if "train" in sections:
+        extra = ["--dtype=bfloat16", "--compile=True"] if gpu else []
+        iters, warmup = (10, 3) if args.quick else (30, 5)
+        if gpu:
+            iters, warmup = 30, 10  # compile and autotune settle in the first steps
+        print(f"train: {train_config.relative_to(ROOT) if train_config.is_relative_to(ROOT) else train_config} ...",
+              flush=True)
+        report["train"] = bench_train(train_config, args.device, iters, warmup, extra)
+    if "sample" in sections:
+        print("sample: KV cache vs full recomputation, 512 new tokens ...", flush=True)
+        report["sample"] = bench_sample(cpu_config, args.device, 512, repeats, args.ckpt)
+    if "data" in sections:
+        print("data: preparing solidity-packages from the cached tarballs ...", flush=True)
+        report["data"] = bench_data(1 if args.quick else 3)
+    if "tokenizer" in sections:
+        print("tokenizer: bytes per token on the validation split ...", flush=True)
+        report["tokenizer"] = bench_tokenizer()
+    if "quality" in sections:
+        budget = args.budget_s or (120.0 if args.quick else 600.0)
+        # The quality run always trains the CPU config; its measured speed on this device sets the iteration count.
+        same = "train" in report and not gpu and train_config.resolve() == cpu_config.resolve()
+        ms = report["train"]["ms_per_iter"] if same else None
+        if ms is None and not args.quality_iters:
+            ms = bench_train(cpu_config, args.device, 10, 3, [])["ms_per_iter"]
+        print(f"quality: config/train_cpu.py for {budget:.0f} s ...", flush=True)
+        report["quality"] = bench_quality(cpu_config, args.device, budget, ms, args.quality_iters)
+    report["wall_s"] = time.perf_counter() - t_start
+    write_json_atomic(args.out, report)
+    print(table(report))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

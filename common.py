@@ -1,0 +1,50 @@
+"""Small helpers every script shares: crash-safe file writes, argparse with one-line errors, and the prepared-data
+format constants that data/corpus.py writes and dataloader.py reads (here so data preparation needs no torch)."""
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+
+TOKEN_FORMAT = "solgpt-tokens-v1"
+TOKEN_DTYPES = {"uint16": np.uint16, "uint32": np.uint32}  # meta.json "dtype" -> numpy type of train.bin/val.bin
+
+
+def fsync_dir(path):
+    """Make a rename durable: the directory entry lives in the directory, not in the file."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open directories; the rename is still atomic there
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write_fn):
+    """Call write_fn(binary file object) on a temp file next to path, fsync it, then rename it over path.
+
+    A crash at any moment leaves either the old file or the new one, never a torn one: the temp file is in the same
+    directory (so os.replace is an atomic rename on one file system) and is removed if anything fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, like every other error here: `error: ...`, exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
