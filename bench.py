@@ -86,6 +86,12 @@ def load_config(path, overrides=()):
     return configure(dict(train.DEFAULTS), [str(path), *overrides])
 
 
+def shown(path):
+    """A path as the report shows it: relative to the repo when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def train_cmd(config, overrides):
     return [sys.executable, str(ROOT / "train.py"), str(config), *overrides]
 
@@ -105,7 +111,7 @@ def bench_train(config, device, iters, warmup, extra):
         steps = [r for r in read_jsonl(Path(out_dir) / "metrics.jsonl") if "dt_ms" in r and r["iter"] >= warmup]
         peak_gpu = [r["peak_mem_mb"] for r in steps if r.get("peak_mem_mb")]
     ms, tps, mfu = (stats([r[k] for r in steps]) for k in ("dt_ms", "tok_per_s", "mfu"))
-    return {"config": str(config), "device": device, "iters_measured": len(steps), "warmup_iters": warmup,
+    return {"config": shown(config), "device": device, "iters_measured": len(steps), "warmup_iters": warmup,
             "tokens_per_s": tps["median"], "ms_per_iter": ms["median"], "mfu": mfu["median"],
             "peak_memory_mb": max(peak_gpu) if peak_gpu else peak_rss_mb,
             "peak_memory_kind": "GPU allocated" if peak_gpu else "process RSS",
@@ -216,7 +222,7 @@ def bench_quality(config, device, budget_s, ms_per_iter, iters=None):
             fail(f"quality run ({config})", output)
         evals = [r for r in read_jsonl(Path(out_dir) / "metrics.jsonl") if "val_bpb" in r]
     final = evals[-1]
-    return {"config": str(config), "device": device, "budget_s": budget_s, "iters": iters, "wall_s": wall,
+    return {"config": shown(config), "device": device, "budget_s": budget_s, "iters": iters, "wall_s": wall,
             "seed": cfg["seed"], "dataset": cfg["dataset"], "val_bpb": final["val_bpb"],
             "val_loss": final["val_loss"], "train_loss": final["train_loss"]}
 
@@ -250,8 +256,11 @@ def table(report):
         rows += [(f"quality val bpb ({q['budget_s']:.0f} s, {q['iters']} iters)", fmt(q["val_bpb"], ".4f"))]
     m = report["machine"]
     rows[0] = ("machine", f"{m['gpu'] or m['cpu']}, {m['cores']} cores, torch {m['torch']}")
+    rows.insert(0, ("measure", "value"))
     width = max(len(a) for a, _ in rows)
-    return "\n".join(f"| {a:<{width}} | {b} |" for a, b in rows)
+    lines = [f"| {a:<{width}} | {b} |" for a, b in rows]
+    lines.insert(1, f"|{'-' * (width + 2)}|---|")  # a Markdown table, ready for README.md
+    return "\n".join(lines)
 
 
 def write_json_atomic(path, obj):
@@ -297,8 +306,7 @@ def main(argv=None):
         iters, warmup = (10, 3) if args.quick else (30, 5)
         if gpu:
             iters, warmup = 30, 10  # compile and autotune settle in the first steps
-        print(f"train: {train_config.relative_to(ROOT) if train_config.is_relative_to(ROOT) else train_config} ...",
-              flush=True)
+        print(f"train: {shown(train_config)} ...", flush=True)
         report["train"] = bench_train(train_config, args.device, iters, warmup, extra)
     if "sample" in sections:
         print("sample: KV cache vs full recomputation, 512 new tokens ...", flush=True)

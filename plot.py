@@ -78,10 +78,13 @@ def plot(metrics_path, out_path, title=None):
     if steps:
         iters = [r["iter"] for r in steps]
         losses = [r["loss"] for r in steps]
-        ax_loss.plot(iters, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="train loss (per iteration)")
-        window = max(1, len(losses) // 50)
-        ax_loss.plot(iters, moving_average(losses, window), color="tab:blue", linewidth=1.5,
-                     label=f"train loss (moving average of {window})")
+        window = len(losses) // 50
+        if window > 1:  # many logged iterations: show the noisy curve faintly under its moving average
+            ax_loss.plot(iters, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="train loss (logged)")
+            ax_loss.plot(iters, moving_average(losses, window), color="tab:blue", linewidth=1.5,
+                         label=f"train loss (moving average of {window})")
+        else:
+            ax_loss.plot(iters, losses, color="tab:blue", linewidth=1.0, label="train loss (logged iterations)")
     if evals:
         ax_loss.plot([r["iter"] for r in evals], [r["train_loss"] for r in evals], "o-", color="tab:green",
                      markersize=3, label="train loss (eval)")
