@@ -38,9 +38,9 @@ def parse_mixture(spec):
     """'a:0.7,b:0.3' -> [('a', 0.7), ('b', 0.3)] (weights normalised); 'a' -> [('a', 1.0)]."""
     parts = []
     for item in spec.split(","):
-        name, _, weight = item.strip().partition(":")
+        name, colon, weight = item.strip().partition(":")
         try:
-            w = float(weight) if weight else 1.0
+            w = float(weight) if colon else 1.0  # 'a:' is a typo, not weight 1
         except ValueError:
             raise DataError(f"dataset weight {weight!r} in --dataset={spec} is not a number") from None
         if not name or not (w > 0 and math.isfinite(w)):

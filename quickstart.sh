@@ -2,7 +2,7 @@
 # solGPT in one command.
 #
 #   bash quickstart.sh          set up .venv, prepare the default Solidity corpus, train config/train_cpu.py,
-#                               plot the loss curve and print samples (about 15 minutes on a 2-core CPU)
+#                               plot the loss curve and print samples (about 10 minutes on a 2-core CPU)
 #   bash quickstart.sh test     set up .venv and run the test suite (what CI runs)
 #
 # Running it again reuses what is there: the virtual environment, the downloaded packages, the prepared data and
@@ -78,8 +78,8 @@ Done in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s.
   samples        $OUT_DIR/samples.txt
 Next:
   $py sample.py --out_dir=$OUT_DIR --start="contract Vault {" --temperature=0.8
-  $py train.py config/train_cpu.py --out_dir=$OUT_DIR --init_from=resume --max_iters=4000   # train longer
-  bash quickstart.sh test                                                                     # run the tests
+  $py train.py config/train_cpu.py --out_dir=out-long --max_iters=4000 --lr_decay_iters=4000  # train longer
+  bash quickstart.sh test                                                                           # run the tests
 EOF
 }
 

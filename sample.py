@@ -108,8 +108,12 @@ def decode_sample(tok, prompt_text, new_ids):
 def main(argv=None, tokenizer=None):
     """tokenizer: inject one (tests); by default the one named in the checkpoint, via tokenizer.get_tokenizer."""
     cfg = configure(DEFAULTS, argv, "sample.py", __doc__)
-    if cfg["num_samples"] < 1 or cfg["max_new_tokens"] < 0 or cfg["temperature"] < 0 or not 0 < cfg["top_p"] <= 1:
-        raise SystemExit("error: need --num_samples >= 1, --max_new_tokens >= 0, --temperature >= 0, 0 < --top_p <= 1")
+    for key, ok, rule in (("num_samples", cfg["num_samples"] >= 1, ">= 1"),
+                          ("max_new_tokens", cfg["max_new_tokens"] >= 0, ">= 0"),
+                          ("temperature", cfg["temperature"] >= 0, ">= 0 (0 is greedy)"),
+                          ("top_p", 0 < cfg["top_p"] <= 1, "in (0, 1]"), ("top_k", cfg["top_k"] >= 0, ">= 0 (0 is off)")):
+        if not ok:
+            raise SystemExit(f"error: --{key} must be {rule}, got {cfg[key]!r}")
     if cfg["dtype"] not in ("auto", "float32", "bfloat16", "float16"):
         raise SystemExit(f"error: --dtype must be one of auto, float32, bfloat16, float16, got {cfg['dtype']!r}")
     device = resolve_device(cfg["device"], Dist())
@@ -126,11 +130,14 @@ def main(argv=None, tokenizer=None):
         # dynamic shapes because every step's sequence and cache lengths differ
         model.forward = torch.compile(model.forward, dynamic=True)
     texts, n_tokens, seconds = [], 0, 0.0
-    for ids, dt in generate_samples(model, prompt_ids, cfg, tok.eot_token, tok.n_vocab, device):
+    for i, (ids, dt) in enumerate(generate_samples(model, prompt_ids, cfg, tok.eot_token, tok.n_vocab, device)):
         text = decode_sample(tok, prompt_text, ids)
         texts.append(text)
         n_tokens, seconds = n_tokens + len(ids), seconds + dt
         print(text + SEPARATOR, flush=True)
+        if cfg["stop_at_eot"] and tok.eot_token in ids:  # say why a sample is short; it is the model's choice
+            print(f"sample {i + 1} ended at <|endoftext|> after {ids.index(tok.eot_token)} new tokens "
+                  f"(--stop_at_eot=False continues past it)", file=sys.stderr)
     print(f"{n_tokens} tokens in {seconds:.2f}s: {n_tokens / max(seconds, 1e-9):.1f} tokens/s "
           f"({'KV cache' if cfg['use_kv_cache'] else 'no cache'}, {device})", file=sys.stderr)
     if cfg["out"]:

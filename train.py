@@ -15,7 +15,7 @@ gradient_accumulation_steps is the global number of micro-batches per optimizer 
 rank does gradient_accumulation_steps / world_size of them, so tokens per iteration do not depend on the GPU count.
 Writes out_dir/model.pt (weights), best_model.pt (best val loss), train_state.pt (weights + optimizer etc.: all that
 resuming reads), log.txt and metrics.jsonl. A scratch run into an out_dir that holds an earlier run removes that
-run's metrics.jsonl and train_state.pt first. Ctrl-C (or SIGTERM) saves a checkpoint and exits.
+run's metrics.jsonl, train_state.pt, model.pt and best_model.pt first. Ctrl-C (or SIGTERM) saves a checkpoint and exits.
 """
 
 import json
@@ -506,16 +506,17 @@ class Trainer:
         self.log = RunLog(self.out_dir, self.dist.master)  # opened after restore(), whose trimming replaces the file
         try:
             if removed:
-                self.log.info(f"scratch run: removed the earlier run's {' and '.join(removed)} from {self.out_dir}")
+                self.log.info(f"scratch run: removed the earlier run's {', '.join(removed)} from {self.out_dir}")
             return self._loop(cfg, StopRequest(), int(os.environ.get(NAN_TEST_ENV, -1)),
                               int(os.environ.get(NAN_GRAD_TEST_ENV, -1)))
         finally:
             self.log.close()
 
     def remove_old_run(self):
-        """A scratch run must not append to an earlier run's metrics or leave its state for a later resume."""
+        """A scratch run must not append to an earlier run's metrics, leave its state for a later resume, or leave its
+        weights beside the new run's (a stale best_model.pt would be sampled as if it were this run's)."""
         removed = []
-        for name in ("metrics.jsonl", ckpt_io.STATE_FILE):
+        for name in ("metrics.jsonl", ckpt_io.STATE_FILE, ckpt_io.MODEL_FILE, ckpt_io.BEST_FILE):
             path = self.out_dir / name
             if path.exists():
                 path.unlink()
@@ -582,7 +583,10 @@ def main(argv=None):
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     try:
-        return train(cfg, dist_info, device)
+        code = train(cfg, dist_info, device)
+        if dist_info.enabled:
+            dist.barrier()  # no rank tears down its process group while another still uses it
+        return code
     finally:
         if dist_info.enabled:
             dist.destroy_process_group()

@@ -734,7 +734,7 @@ def common_parser() -> argparse.ArgumentParser:
     """Options every prepare.py shares (argparse parent)."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("common options")
-    g.add_argument("--tokenizer", default=None, help="tokenizer name (default: solgpt)")
+    g.add_argument("--tokenizer", default=None, help="tokenizer name; None means the default, solgpt")
     g.add_argument("--strip_comments", action="store_true",
                    help="remove // and /* */ comments (the original solGPT's cleaning); default keeps NatSpec")
     g.add_argument("--near_threshold", type=float, default=0.8, help="MinHash Jaccard at which files are near duplicates")

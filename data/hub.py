@@ -64,7 +64,10 @@ def load_streaming(repo_id: str, *, local_path: Path | None = None, gated: bool 
     A gated repo without a token stops here, before any network access, with what to do.
     """
     from datasets import load_dataset
+    from huggingface_hub.utils import logging as hub_logging
 
+    # The hub client logs every retry of an unreachable host as a warning; our one-line error below says it all.
+    hub_logging.set_verbosity_error()
     if local_path is not None:
         if not Path(local_path).is_dir():
             raise PrepareError(f"--local_path {local_path} is not a directory")

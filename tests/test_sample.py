@@ -1,5 +1,6 @@
 """sample.py: weights-only loading, prompts, --out, reproducibility, one-line errors."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,10 @@ def test_user_errors_are_one_line(tmp_path):
     (tmp_path / "latin1.sol").write_bytes("caf\xe9".encode("latin-1"))
     with pytest.raises(SystemExit, match="not UTF-8"):
         sample.main([f"--ckpt={ck}", f"--start=FILE:{tmp_path / 'latin1.sol'}"], tokenizer=ByteTokenizer())
+    for bad, message in (("--top_p=1.5", "--top_p must be in (0, 1], got 1.5"),
+                         ("--temperature=-1.0", "--temperature must be >= 0 (0 is greedy), got -1.0")):
+        with pytest.raises(SystemExit, match=re.escape(message)):
+            sample.main([f"--ckpt={ck}", bad], tokenizer=ByteTokenizer())
     small = write_checkpoint(tmp_path / "small.pt", 60)  # a model whose vocabulary the prompt does not fit
     with pytest.raises(SystemExit, match="outside the model's vocabulary"):
         sample.main([f"--ckpt={small}", "--start=zzz"], tokenizer=ByteTokenizer())

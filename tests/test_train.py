@@ -120,9 +120,11 @@ def test_metrics_and_checkpoint_layout(data_root, tmp_path):
     assert (out / "best_model.pt").is_file() and "eval 4" in (out / "log.txt").read_text()
     # a scratch run into the same out_dir starts fresh metrics and leaves no old train state behind
     proc = run_train(data_root, out, "--max_iters=1", "--eval_interval=100")
-    assert "removed the earlier run's metrics.jsonl and train_state.pt" in proc.stdout
+    assert ("removed the earlier run's metrics.jsonl, train_state.pt, model.pt, best_model.pt"
+            in proc.stdout)
     assert sorted(r["iter"] for r in metrics(out) if "loss" in r) == [0]
-    assert torch.load(out / "train_state.pt", weights_only=True)["iter_num"] == 1
+    for name in ("train_state.pt", "model.pt", "best_model.pt"):  # nothing of the 4-iteration run is left
+        assert torch.load(out / name, weights_only=True)["iter_num"] == 1, name
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(data_root, tmp_path):

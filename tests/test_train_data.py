@@ -70,6 +70,8 @@ def test_mixture_weights_and_bytes_per_token(root):
     assert s.bytes_per_token("val") == pytest.approx(4.0)
     with pytest.raises(DataError, match="not a number"):
         parse_mixture("a:x")
+    with pytest.raises(DataError, match="not a number"):  # a trailing colon is a typo, not the dataset 'a:'
+        parse_mixture("a:")
 
 
 def test_incomplete_or_missing_data_is_reported(root):

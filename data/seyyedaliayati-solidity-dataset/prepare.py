@@ -31,7 +31,7 @@ def documents(ds, skipped: dict, max_docs=None):
 def main(argv=None):
     p = corpus.make_parser(__doc__.split("\n\n")[0])
     hub.add_hub_args(p, val_fraction=0.01)
-    p.add_argument("--revision", default=None, help="dataset revision on the Hub (default: main)")
+    p.add_argument("--revision", default=None, help="dataset revision on the Hub; None means main")
     p.add_argument("--out_dir", type=Path, default=HERE, help="where train.bin, val.bin, meta.json go")
     args = p.parse_args(argv)
     hub.check_hub_args(args)
