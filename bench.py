@@ -40,16 +40,33 @@ def stats(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
+def peak_rss_kb(pid):
+    """The process's peak RSS so far (Linux VmHWM, in KiB), or None where /proc does not tell."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
 def run_child(cmd, env=None):
-    """Run a command to completion; return (exit code, wall seconds, peak RSS of that process in MB, output)."""
+    """Run a command to completion; return (exit code, wall seconds, peak RSS of that process in MB, output).
+
+    Peak memory is read from /proc while the child runs: its rusage ru_maxrss would also count the pages of this
+    (large, torch-importing) process that the child shared between fork and exec."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = proc.stdout.read()
-    # wait4 gives the rusage of this one child (RUSAGE_CHILDREN would mix in every earlier child).
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
-    peak_kb = usage.ru_maxrss / (1024 if sys.platform == "darwin" else 1)  # bytes on macOS, KiB on Linux
+    with tempfile.TemporaryFile(mode="w+") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        peak_kb = None
+        while proc.poll() is None:
+            peak_kb = max(filter(None, (peak_kb, peak_rss_kb(proc.pid))), default=None)
+            time.sleep(0.02)
+        wall = time.perf_counter() - t0
+        log.seek(0)
+        output = log.read()
+    if peak_kb is None:  # no /proc (macOS): the child's own maximum, which may include the fork's shared pages
+        import resource
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / (1024 if sys.platform == "darwin" else 1)
     return proc.returncode, wall, peak_kb / 1024, output
 
 

@@ -7,7 +7,7 @@
 # Two micro-batches so that `torchrun --standalone --nproc_per_node=2 train.py config/train_cpu.py` also runs (each
 # rank then does one): gradient_accumulation_steps is global and must be a multiple of the number of processes.
 # Measured on a 2-core Xeon (AVX-512, torch 2.13, fp32) with this config, `python bench.py` (30 iters after 5 of
-# warm-up): median 846 ms/iter (808-1,043), 4,840 tok/s, peak RSS 1.1 GB. `bash quickstart.sh` trained the 600
+# warm-up): median 879 ms/iter (848-917), 4,659 tok/s, peak RSS 1.1 GB. `bash quickstart.sh` trained the 600
 # iterations + 7 evaluations in 8.5 minutes there, to val loss 6.17 nats/token, 1.91 bits per byte.
 # Block 512 rather than 256: the same tokens/iter cost ~7% more time per iter, but the model sees whole small
 # contracts, and sampling with the KV cache gains more over recomputation (~6x vs ~4x at 512 new tokens).

@@ -32,3 +32,16 @@ def test_sample_section_compares_cache_with_recomputation(tmp_path):
     assert s["kv_speedup"] == s["kv_tokens_per_s"] / s["nocache_tokens_per_s"]
     assert set(report["machine"]) >= {"cpu", "cores", "torch"}
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # written atomically, no temp file left
+
+
+def test_child_peak_memory_is_the_childs_own():
+    # The parent holds 300 MB: a measurement that counted the pages shared between fork and exec would report more
+    # than that for a child that only ever touches ~100 MB.
+    ballast = bytearray(300 * 2**20)
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    code, wall, peak_mb, output = bench.run_child(
+        [sys.executable, "-c", "import time; b = bytearray(100 * 2**20); b[::4096] = b'y' * len(b[::4096]); "
+                               "time.sleep(0.3); print('done')"])
+    assert code == 0 and output.strip() == "done"
+    assert 80 < peak_mb < 250, peak_mb
+    del ballast
