@@ -25,6 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 from common import ArgumentParser, atomic_write  # noqa: E402
+from plot import read_metrics  # noqa: E402  (the one reader of metrics.jsonl)
 
 SECTIONS = ("train", "sample", "data", "tokenizer", "quality")
 PROMPT = "// SPDX-License-Identifier: MIT\npragma solidity ^0.8.20;\n\ncontract Vault {\n"
@@ -75,11 +76,6 @@ def fail(what, output):
     raise SystemExit(f"error: {what} failed; its last output:\n{tail}")
 
 
-def read_jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def machine_info(device):
     import torch
     cpu = platform.processor() or platform.machine()
@@ -125,7 +121,8 @@ def bench_train(config, device, iters, warmup, extra):
         code, wall, peak_rss_mb, output = run_child(train_cmd(config, overrides))
         if code != 0:
             fail(f"train benchmark ({config})", output)
-        steps = [r for r in read_jsonl(Path(out_dir) / "metrics.jsonl") if "dt_ms" in r and r["iter"] >= warmup]
+        steps, _ = read_metrics(Path(out_dir) / "metrics.jsonl")
+        steps = [r for r in steps if "dt_ms" in r and r["iter"] >= warmup]
         peak_gpu = [r["peak_mem_mb"] for r in steps if r.get("peak_mem_mb")]
     ms, tps, mfu = (stats([r[k] for r in steps]) for k in ("dt_ms", "tok_per_s", "mfu"))
     return {"config": shown(config), "device": device, "iters_measured": len(steps), "warmup_iters": warmup,
@@ -237,7 +234,7 @@ def bench_quality(config, device, budget_s, ms_per_iter, iters=None):
         code, wall, _, output = run_child(train_cmd(config, overrides))
         if code != 0:
             fail(f"quality run ({config})", output)
-        evals = [r for r in read_jsonl(Path(out_dir) / "metrics.jsonl") if "val_bpb" in r]
+        _, evals = read_metrics(Path(out_dir) / "metrics.jsonl")
     final = evals[-1]
     return {"config": shown(config), "device": device, "budget_s": budget_s, "iters": iters, "wall_s": wall,
             "seed": cfg["seed"], "dataset": cfg["dataset"], "val_bpb": final["val_bpb"],

@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checkpoint as ckpt_io  # noqa: E402
 from configurator import configure  # noqa: E402
-from train import Dist, autocast, resolve_device, resolve_dtype  # noqa: E402  (same device/precision rules)
+from train import DTYPES, Dist, autocast, resolve_device, resolve_dtype  # noqa: E402  (same device/precision rules)
 
 DEFAULTS = dict(
     out_dir="out",  # reads out_dir/model.pt ...
@@ -114,8 +114,8 @@ def main(argv=None, tokenizer=None):
                           ("top_p", 0 < cfg["top_p"] <= 1, "in (0, 1]"), ("top_k", cfg["top_k"] >= 0, ">= 0 (0 is off)")):
         if not ok:
             raise SystemExit(f"error: --{key} must be {rule}, got {cfg[key]!r}")
-    if cfg["dtype"] not in ("auto", "float32", "bfloat16", "float16"):
-        raise SystemExit(f"error: --dtype must be one of auto, float32, bfloat16, float16, got {cfg['dtype']!r}")
+    if cfg["dtype"] not in ("auto", *DTYPES):
+        raise SystemExit(f"error: --dtype must be one of auto, {', '.join(DTYPES)}, got {cfg['dtype']!r}")
     device = resolve_device(cfg["device"], Dist())
     path = Path(cfg["ckpt"]) if cfg["ckpt"] else Path(cfg["out_dir"]) / ckpt_io.MODEL_FILE
     try:
