@@ -29,27 +29,45 @@ def gated_message(repo_id: str, has_token: bool) -> str:
             f"terms at {page} (logged in as the token's user), then rerun")
 
 
-def _is_gated(e: BaseException) -> bool:
-    from huggingface_hub.errors import GatedRepoError
+def _causes(e: BaseException):
     while e is not None:
-        if isinstance(e, GatedRepoError) or "gated" in str(e).lower():
-            return True
+        yield e
         e = e.__cause__ or e.__context__
-    return False
+
+
+def _access_refusal(e: BaseException) -> str | None:
+    """'unauthorized' (HTTP 401: no valid token), 'gated' (the repo is gated and the token has no access) or None.
+
+    Only real signals count: the Hub client's error classes and HTTP status, or the wording `datasets` uses when it
+    re-raises them; never a word like "gated" anywhere in a message ("propagated", "aggregated")."""
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
+    for c in _causes(e):
+        status = getattr(getattr(c, "response", None), "status_code", None)
+        if isinstance(c, HfHubHTTPError) and status == 401:
+            return "unauthorized"
+        if isinstance(c, GatedRepoError):
+            return "gated"
+        msg = str(c)
+        if type(c).__name__ == "DatasetNotFoundError" and "is a gated dataset on the Hub" in msg:
+            return "unauthorized" if "must be authenticated" in msg else "gated"
+    return None
 
 
 def _is_offline(e: BaseException) -> bool:
     from huggingface_hub.errors import OfflineModeIsEnabled
-    while e is not None:
-        if isinstance(e, (ConnectionError, OfflineModeIsEnabled, TimeoutError)) or "Couldn't reach" in str(e):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
+    return any(isinstance(c, (ConnectionError, OfflineModeIsEnabled, TimeoutError)) or "Couldn't reach" in str(c)
+               for c in _causes(e))
 
 
-def translate(e: BaseException, repo_id: str, gated: bool) -> PrepareError:
+def translate(e: BaseException, repo_id: str) -> PrepareError:
     """A load or streaming failure as the one-line error a user can act on."""
-    if gated and _is_gated(e):
+    refusal = _access_refusal(e)
+    if refusal == "unauthorized":
+        has = hf_token() is not None
+        return PrepareError(f"the Hugging Face Hub refused {'your token' if has else 'access without a token'} for "
+                            f"{repo_id} (401 Unauthorized): {'the token is invalid or expired; ' if has else ''}"
+                            f"{TOKEN_HELP}")
+    if refusal == "gated":
         return PrepareError(gated_message(repo_id, hf_token() is not None))
     if _is_offline(e):
         return PrepareError(f"could not reach the Hugging Face Hub for {repo_id} ({type(e).__name__}): check the "
@@ -80,15 +98,15 @@ def load_streaming(repo_id: str, *, local_path: Path | None = None, gated: bool 
     try:
         return load_dataset(path, streaming=True, token=token, **kwargs)
     except Exception as e:  # noqa: BLE001 - every failure becomes one line; the cause names itself
-        raise translate(e, repo_id, gated) from e
+        raise translate(e, repo_id) from e
 
 
-def iter_split(ds, split: str, repo_id: str, gated: bool = False) -> Iterator[dict]:
+def iter_split(ds, split: str, repo_id: str) -> Iterator[dict]:
     """Rows of one split; streaming fetches lazily, so errors can surface here too."""
     try:
         yield from ds[split]
     except Exception as e:  # noqa: BLE001
-        raise translate(e, repo_id, gated) from e
+        raise translate(e, repo_id) from e
 
 
 def ordered_splits(ds, preferred=("train", "validation", "eval", "test")) -> list[str]:

@@ -62,12 +62,12 @@ def corpus_documents(cache_dir: Path | None = None) -> tuple[dict[str, list[str]
     """
     from tqdm import tqdm
 
-    from data import corpus
+    from data import packages
 
-    val_packages = list(corpus.load_package_list().get("val_packages", []))
+    val_packages = list(packages.load_package_list().get("val_packages", []))
     docs = {"train": [], "val": []}
     kw = {"cache_dir": cache_dir} if cache_dir else {}
-    for source, _path, text in tqdm(corpus.iter_package_documents(split=None, **kw), desc="reading corpus",
+    for source, _path, text in tqdm(packages.iter_package_documents(split=None, **kw), desc="reading corpus",
                                     unit=" files"):
         docs["val" if source.rsplit("@", 1)[0] in val_packages else "train"].append(text)
     return docs, val_packages

@@ -4,14 +4,16 @@
 
 Fetches each package of packages.json with `npm pack` into cache/tarballs/ (reused on later runs; integrity
 checked), keeps files whose SPDX header (else package.json licence) is permissive, deduplicates, splits by package
-(val = packages.json's val_packages) and writes train.bin, val.bin and meta.json here.
+(val = packages.json's val_packages, less files a training file copies or contains) and writes train.bin, val.bin and meta.json here. The val split is also the
+held-out registry's part data/held-out/solidity-packages-val.npz (built first): training files that copy or contain
+a val file, or a Slither evaluation contract (when that part has been built), are dropped.
 """
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from data import corpus  # noqa: E402
+from data import corpus, heldout, packages  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -23,19 +25,25 @@ def main(argv=None):
     p.add_argument("--out_dir", type=Path, default=HERE, help="where train.bin, val.bin, meta.json go")
     args = p.parse_args(argv)
     opts = corpus.options_from_args(args, licences="permissive")
-    spec = corpus.load_package_list(args.packages)
-    packages = corpus.ordered_packages(spec)
+    spec = packages.load_package_list(args.packages)
+    ordered = packages.ordered_packages(spec)
     t0 = time.time()
     # Fetch first, so the fingerprint knows exactly which bytes go in.
-    tarballs = [corpus.fetch_package(pkg, args.cache_dir) for pkg in packages]
-    sources = [{"package": pkg["name"], "version": pkg["version"], "integrity": corpus.sri_sha512(t),
+    tarballs = [packages.fetch_package(pkg, args.cache_dir) for pkg in ordered]
+    sources = [{"package": pkg["name"], "version": pkg["version"], "integrity": packages.sri_sha512(t),
                 "split": "val" if pkg["name"] in spec.get("val_packages", []) else "train"}
-               for pkg, t in zip(packages, tarballs)]
+               for pkg, t in zip(ordered, tarballs)]
+    parts = heldout.default_parts(args.held_out_dir, hub=False,
+                                  local_packages={"packages_file": args.packages, "cache_dir": args.cache_dir})
+    registry, held_out = heldout.load(parts, opts.near_threshold)
     tok = corpus.load_tokenizer(args.tokenizer)
-    corpus.prepare(args.out_dir, corpus.package_documents(packages, args.cache_dir), dataset="solidity-packages",
-                   tok=tok, opts=opts, split_of=corpus.package_split(spec), sources=sources,
+    corpus.prepare(args.out_dir, packages.package_documents(ordered, args.cache_dir), dataset="solidity-packages",
+                   tok=tok, opts=opts, split_of=packages.package_split(spec), sources=sources,
+                   held_out=(registry, held_out),
+                   keep_val=lambda text: registry.knows(text, packages.HELD_OUT_PART),
                    extra_meta={"split": {"by": "package", "val_packages": spec.get("val_packages", [])},
                                "fetch_seconds": round(time.time() - t0, 2)},
+                   empty_hint="packages.json's val_packages must have permissive files of their own",
                    force=args.force, quiet=args.quiet)
 
 
