@@ -132,20 +132,31 @@ def package_split(spec: dict) -> Callable[[str], str]:
     return lambda group: "val" if group in val else "train"
 
 
+def select_packages(packages_file: Path, cache_dir: Path, opts: Options | None = None,
+                    registry: heldout.Registry | None = None) -> Iterator[tuple[str, Document, str]]:
+    """(split, document, cleaned text) of the corpus in its fixed order; with the registry, as prepare keeps them."""
+    spec = load_package_list(packages_file)
+    keep_val = (lambda text: registry.knows(text, HELD_OUT_PART)) if registry is not None else None
+    sel = Selector(opts or Options(workers=0), package_split(spec), registry=registry, keep_val=keep_val)
+    yield from sel.select(package_documents(ordered_packages(spec), cache_dir))
+
+
 def iter_package_documents(split: str | None = "train", *, packages_file: Path | None = None,
-                           cache_dir: Path | None = None, opts: Options | None = None,
-                           registry: heldout.Registry | None = None) -> Iterator[tuple[str, str, str]]:
-    """The default corpus as data/solidity-packages/prepare.py keeps it, for tokenizer training and measurement.
+                           cache_dir: Path | None = None, held_out_dir: Path | None = None,
+                           ) -> Iterator[tuple[str, str, str]]:
+    """The default corpus as data/solidity-packages/prepare.py keeps it with default options, for tokenizer training
+    and measurement.
 
     Yields (package "name@version", path inside the tarball, cleaned text) for every file that survives the licence
-    filter, exact and near dedup (and, with a registry, the held-out filter of training files), in a fixed order
-    (training packages in packages.json order, then the val packages; files sorted by path). split: "train",
-    "val" or None for both. Fetches missing tarballs with npm. Single process, ~1 minute.
+    filter, exact and near dedup and the val packages' own-files rule (held_out_part), in a fixed order (training
+    packages in packages.json order, then the val packages; files sorted by path). split: "train", "val" or None
+    for both. Fetches missing tarballs with npm. The Slither held-out part is not applied: the tokenizer's corpus
+    must not depend on what else was prepared on this machine. Single process, ~1 minute.
     """
     packages_file, cache_dir = packages_file or PACKAGES_FILE, cache_dir or TARBALL_DIR
-    spec = load_package_list(packages_file)
-    sel = Selector(opts or Options(workers=0), package_split(spec), registry=registry)
-    for s, doc, text in sel.select(package_documents(ordered_packages(spec), cache_dir)):
+    part = held_out_part(held_out_dir or heldout.HELD_OUT_DIR, packages_file, cache_dir)
+    registry = heldout.Registry.from_files([part])
+    for s, doc, text in select_packages(packages_file, cache_dir, registry=registry):
         if split is None or s == split:
             yield doc.source, doc.path, text
 
@@ -168,15 +179,14 @@ def held_out_part(held_out_dir: Path = heldout.HELD_OUT_DIR, packages_file: Path
     path = heldout.part_path(held_out_dir, HELD_OUT_PART)
     info = heldout.read_part_info(path)
     if info is None or info.get("fingerprint") != fp:
-        val_names = set(spec.get("val_packages", []))
         docs = {"train": [], "val": []}
         from tqdm import tqdm
-        for pkg, _, text in tqdm(iter_package_documents(None, packages_file=packages_file, cache_dir=cache_dir),
-                                 desc="held-out registry: default corpus val split", unit=" files"):
-            docs["val" if pkg.rsplit("@", 1)[0] in val_names else "train"].append(text)
+        for split, _, text in tqdm(select_packages(packages_file, cache_dir),
+                                   desc="held-out registry: default corpus val split", unit=" files"):
+            docs[split].append(text)
         candidates = heldout.Registry([({"name": HELD_OUT_PART}, heldout.part_arrays(docs["val"]))])
         shared = set().union(*(candidates.matching_ids(t) for t in docs["train"]))
         own = [t for i, t in enumerate(docs["val"]) if i not in shared]
         heldout.write_part(path, own, {"name": HELD_OUT_PART, "fingerprint": fp, "shares_train": len(shared),
-                                       "source": f"val packages {', '.join(sorted(val_names))}"})
+                                       "source": f"val packages {', '.join(source['val_packages'])}"})
     return path

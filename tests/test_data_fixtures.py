@@ -1,6 +1,6 @@
 """Shared fixtures of the data tests: a stand-in tokenizer, Solidity snippets, local tarballs and Parquet repos.
 
-Imported by the other tests/test_data_*.py files; its own tests check the stand-in keeps the tokenizer interface.
+Imported by the other tests/test_data_*.py files.
 """
 import hashlib
 import importlib.util
@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from data import corpus  # noqa: E402
+from data import corpus, packages  # noqa: E402
 
 
 class ByteTokenizer:
@@ -62,7 +62,7 @@ def make_tarball(path: Path, name: str, version: str, files: dict, licence="MIT"
     with tarfile.open(path, "w:gz") as tf:
         items = {"package.json": json.dumps({"name": name, "version": version, "license": licence}), **files}
         for rel, text in items.items():
-            data = text.encode()
+            data = text if isinstance(text, bytes) else text.encode()
             info = tarfile.TarInfo(f"package/{rel}")
             info.size, info.mtime = len(data), 0
             tf.addfile(info, io.BytesIO(data))
@@ -80,13 +80,30 @@ def make_package_corpus(root: Path) -> Path:
     b["contracts/NearA1.sol"] = near_copy(contract(1))              # near duplicate
     g = {f"contracts/G{i}.sol": contract(20 + i) for i in range(3)}
     g["contracts/NearB0.sol"] = near_copy(contract(10))             # a val file that nearly copies train
+    g["contracts/VendoredB1.sol"] = vendored(contract(11))          # copies train too, but with its own comments
     pkgs = []
     for name, files in (("alpha", a), ("beta", b), ("gamma", g)):
-        t = make_tarball(cache / corpus.tarball_name(name, "1.0.0"), name, "1.0.0", files)
-        pkgs.append({"name": name, "version": "1.0.0", "integrity": corpus.sri_sha512(t)})
+        t = make_tarball(cache / packages.tarball_name(name, "1.0.0"), name, "1.0.0", files)
+        pkgs.append({"name": name, "version": "1.0.0", "integrity": packages.sri_sha512(t)})
     spec = {"val_packages": ["gamma"], "packages": pkgs}
     (root / "packages.json").write_text(json.dumps(spec))
     return root
+
+
+def vendored(text: str) -> str:
+    """The file as another package vendors it: same code, its own long comments (Jaccard < 0.8 with comments)."""
+    notes = "\n".join(f"/// @dev vendored note {k}: upstream commit {k * 7919} reviewed by team {k % 5}"
+                      for k in range(40))
+    return text.replace("/// @notice", notes + "\n/// @notice", 1)
+
+
+def held_out_env(root: Path, monkeypatch) -> Path:
+    """A package corpus standing in for the default one (the held-out registry's val part comes from it);
+    returns the held-out folder to pass as --held_out_dir."""
+    make_package_corpus(root)
+    monkeypatch.setattr(packages, "PACKAGES_FILE", root / "packages.json")
+    monkeypatch.setattr(packages, "TARBALL_DIR", root / "cache")
+    return root / "held-out"
 
 
 def load_script(rel: str):
@@ -118,8 +135,3 @@ def read_docs(out_dir: Path, split: str, meta: dict) -> list[str]:
     return docs
 
 
-def test_stand_in_round_trip():
-    tok = ByteTokenizer()
-    text = "contract A { string s = \"<|endoftext|> ü\"; }"
-    assert tok.decode(tok.encode(text)) == text
-    assert tok.eot_token not in tok.encode(text)
