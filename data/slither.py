@@ -45,22 +45,31 @@ def resolve_revision(local_path: Path | None) -> str | None:
         raise hub.translate(e, REPO_ID) from e
 
 
-def split_folders(config: str, local_path: Path | None, revision: str | None) -> list[str]:
-    """The folder names under <config>/ of the Parquet export: the splits as the files lay them out."""
+def split_folders(config: str, local_path: Path | None, revision: str | None) -> dict[str, int]:
+    """{folder under <config>/ of the Parquet export: its number of .parquet files}: the splits as laid out."""
     if local_path is not None:
         d = Path(local_path) / config
-        return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
+        return {p.name: len(list(p.glob("*.parquet"))) for p in sorted(d.iterdir()) if p.is_dir()} if d.is_dir() else {}
     from huggingface_hub import HfApi
     try:
-        tree = HfApi().list_repo_tree(REPO_ID, path_in_repo=config, repo_type="dataset", revision=revision)
-        return sorted(Path(e.path).name for e in tree if type(e).__name__ == "RepoFolder")
+        tree = list(HfApi().list_repo_tree(REPO_ID, path_in_repo=config, repo_type="dataset", revision=revision,
+                                           recursive=True))
     except Exception as e:  # noqa: BLE001
         raise hub.translate(e, REPO_ID) from e
+    out: dict[str, int] = {}
+    for e in tree:
+        parts = Path(e.path).relative_to(config).parts
+        if type(e).__name__ == "RepoFolder" and len(parts) == 1:
+            out.setdefault(parts[0], 0)
+        elif len(parts) == 2 and parts[1].endswith(".parquet"):
+            out[parts[0]] = out.get(parts[0], 0) + 1
+    return dict(sorted(out.items()))
 
 
 def check_layout(config: str, local_path: Path | None, revision: str | None, allow_partial: bool = False,
                  expected=SPLITS) -> list[str]:
-    """The config's split folders; a one-line error for a partial conversion (unless allowed) or a missing split."""
+    """The config's split folders; a one-line error for a partial conversion (unless allowed), a missing split or
+    one without Parquet files."""
     folders = split_folders(config, local_path, revision)
     partial = [f for f in folders if f.startswith("partial-")]
     where = f"{REPO_ID} {config} ({local_path or revision})"
@@ -70,12 +79,16 @@ def check_layout(config: str, local_path: Path | None, revision: str | None, all
     if partial:
         print(f"warning: {where} is a PARTIAL Parquet conversion ({', '.join(partial)}): the output holds only a "
               f"prefix of the dataset", file=sys.stderr)
-        return partial
-    missing = [s for s in expected if s not in folders]
+    used = partial or [s for s in expected if s in folders]
+    missing = [s for s in expected if s not in folders] if not partial else []
     if missing:
         raise PrepareError(f"{where} has no {', '.join(missing)} split (found: {', '.join(folders) or 'nothing'}): "
                            f"the download is incomplete or the layout changed")
-    return [s for s in expected if s in folders]
+    empty = [s for s in used if not folders[s]]
+    if empty:
+        raise PrepareError(f"{where} has no Parquet files in {', '.join(empty)}: the download is incomplete or the "
+                           f"layout changed")
+    return used
 
 
 def load(config: str, local_path: Path | None, revision: str | None):

@@ -1,5 +1,7 @@
-"""The two Hugging Face prepare scripts, through their real `datasets.load_dataset` calls on local Parquet repos."""
+"""The two Hugging Face prepare scripts, through their real `datasets.load_dataset` calls on local Parquet repos
+laid out like the Hub's, with the held-out registry's default-corpus part made from a fixture package corpus."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -7,9 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from test_data_fixtures import REPO, contract, load_script, near_copy, read_docs, stand_in  # noqa: F401
+from test_data_fixtures import (REPO, contract, held_out_env, load_script, near_copy, read_docs,  # noqa: F401
+                                stand_in)
 
-from data import corpus, hub
+from data import heldout, hub, slither, tokens
 
 SEYYED = "data/seyyedaliayati-solidity-dataset/prepare.py"
 SLITHER = "data/slither-audited-smart-contracts/prepare.py"
@@ -28,7 +31,7 @@ configs:
 
 
 def seyyed_row(i, repo, lang="Solidity", text=None):
-    text = text if text is not None else contract(i).replace("/// @notice", f"// repo: {repo}\n/// @notice")
+    text = text if text is not None else contract(300 + i).replace("/// @notice", f"// repo: {repo}\n/// @notice")
     return {"hash": f"h{i}", "size": len(text), "ext": "sol" if lang == "Solidity" else "js", "lang": lang,
             "is_test": False, "repo_id": i // 3, "repo_name": repo, "repo_head": "abc123",
             "repo_path": f"contracts/C{i}.sol", "content": text, "license": "mit"}
@@ -54,21 +57,23 @@ def slither_row(address, text, labels=(0,)):
 
 
 def make_slither_repo(root):
-    """Like the Hub's refs/convert/parquet: <config>/<split>/0000.parquet, multilabel schema."""
+    """Like the Hub's refs/convert/parquet: <config>/<split>/0000.parquet with the multilabel schema; big- and
+    small-multilabel complete (train/validation/test), all-multilabel only a partial-train/ folder."""
     ev_val, ev_test = contract(900), contract(901)
     tables = {
-        ("big-multilabel", "train"): [slither_row("0xB0", contract(1))],
+        ("big-multilabel", "train"): [slither_row(f"0x{i:040x}", contract(500 + i)) for i in range(1, 30)] + [
+            slither_row("0xeval0", contract(950)),          # an evaluation address (other case), other content
+            slither_row("0xCOPY", "\n" + ev_test),          # an evaluation contract under another address
+            slither_row("0xNEAR", near_copy(contract(902))),  # a near copy of one
+            slither_row("0xFLAT1", contract(40) + ev_val + contract(41)),  # a flattened file containing one
+            slither_row("0xDUP", contract(505)),            # an ordinary exact duplicate
+        ],
         ("big-multilabel", "validation"): [slither_row("0xEVAL0", ev_val, (1, 3))],
         ("big-multilabel", "test"): [slither_row("0xEVAL1", ev_test, (2,))],
         ("small-multilabel", "train"): [slither_row("0xS0", contract(2))],
         ("small-multilabel", "validation"): [slither_row("0xEVAL2", contract(902))],
         ("small-multilabel", "test"): [slither_row("0xEVAL3", contract(903))],
-        ("all-multilabel", "train"): [slither_row(f"0x{i:040x}", contract(i)) for i in range(1, 30)] + [
-            slither_row("0xeval0", contract(950)),          # an evaluation address (other case), other content
-            slither_row("0xCOPY", "\n" + ev_test),          # an evaluation contract under another address
-            slither_row("0xNEAR", near_copy(contract(902))),  # a near copy of one
-            slither_row("0xDUP", contract(5)),              # an ordinary exact duplicate
-        ],
+        ("all-multilabel", "partial-train"): [slither_row(f"0x{i:040x}", contract(500 + i)) for i in range(1, 12)],
     }
     for (config, split), rows in tables.items():
         d = root / config / split
@@ -77,12 +82,28 @@ def make_slither_repo(root):
     return root
 
 
+def run_slither(src, out, held, *extra):
+    load_script(SLITHER).main(["--local_path", str(src), "--out_dir", str(out), "--held_out_dir", str(held),
+                               "--val_fraction", "0.2", "--quiet", *extra])
+    return tokens.read_meta(out)
+
+
+@pytest.fixture
+def held(tmp_path, monkeypatch):
+    return held_out_env(tmp_path / "packages", monkeypatch)
+
+
 # ------------------------------------------------------------------------------------------------ seyyedaliayati
-def test_seyyed_streams_filters_and_splits_by_repository(tmp_path, stand_in):
+def run_seyyed(src, out, held):
+    load_script(SEYYED).main(["--local_path", str(src), "--out_dir", str(out), "--val_fraction", "0.3",
+                              "--held_out_dir", str(held), "--quiet"])
+    return tokens.read_meta(out)
+
+
+def test_seyyed_streams_filters_and_splits_by_repository(tmp_path, stand_in, held):
     src = make_seyyed_repo(tmp_path / "hub")
     out = tmp_path / "out"
-    load_script(SEYYED).main(["--local_path", str(src), "--out_dir", str(out), "--val_fraction", "0.3", "--quiet"])
-    meta = corpus.read_meta(out)
+    meta = run_seyyed(src, out, held)
     assert meta["filtered"] == {"not_solidity": 1}
     assert meta["dedup"]["removed"] == {"exact_duplicate": 1}
     assert meta["sources"][0]["splits"] == ["train", "eval", "test"]
@@ -122,26 +143,108 @@ def test_seyyed_token_without_accepted_terms(tmp_path, stand_in, monkeypatch):
                             "token's user), then rerun")
 
 
+def test_seyyed_drops_training_files_that_copy_or_contain_held_out_ones(tmp_path, stand_in, held):
+    """The registry spans datasets: default-corpus val files and Slither evaluation contracts stay out of seyyed's
+    training split as exact copies, near copies and inside flattened files."""
+    slither.held_out_part(held, local_path=make_slither_repo(tmp_path / "slither"))
+    src = make_seyyed_repo(tmp_path / "hub")
+    leaks = [contract(21),                                     # the default corpus's val file G1, copied
+             near_copy(contract(903)),                         # a Slither test contract, nearly copied
+             contract(70) + contract(20) + contract(71)]       # a flattened file holding val file G0
+    table = pq.read_table(src / "data" / "train-00000-of-00001.parquet").to_pylist()
+    table += [seyyed_row(200 + k, "owner/leak", text=t) for k, t in enumerate(leaks)]  # owner/leak hashes to train
+    pq.write_table(pa.Table.from_pylist(table), src / "data" / "train-00000-of-00001.parquet")
+    meta = run_seyyed(src, tmp_path / "out", held)
+    removed = meta["dedup"]["removed"]
+    assert {k: v for k, v in removed.items() if k.startswith("held_out")} == \
+        {"held_out_exact": 1, "held_out_near": 1, "held_out_contains": 1}
+    assert set(meta["held_out"]) == {"solidity-packages-val", "slither-eval"}
+    assert meta["held_out"]["solidity-packages-val"]["documents"] == 3 and meta["held_out"]["slither-eval"]["documents"] == 4
+    docs = read_docs(tmp_path / "out", "train", meta) + read_docs(tmp_path / "out", "val", meta)
+    assert not any(f"contract C{i} " in t for t in docs for i in (20, 21, 903))
+
+
+def test_gated_message_only_on_a_real_gated_signal(monkeypatch):
+    import datasets
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError
+
+    def fails_with(exc):
+        def load(path, **kw):
+            raise exc
+        monkeypatch.setattr(datasets, "load_dataset", load)
+        with pytest.raises(SystemExit) as e:
+            hub.load_streaming("some/repo", gated=False)
+        return str(e.value)
+
+    monkeypatch.setattr(hub, "hf_token", lambda: "hf_test")
+    assert fails_with(RuntimeError("the error propagated from an aggregated worker")) == \
+        "error: could not load some/repo: the error propagated from an aggregated worker"
+    response = httpx.Response(401, request=httpx.Request("GET", "https://huggingface.co/api/datasets/some/repo"))
+    assert fails_with(HfHubHTTPError("401 Client Error: Unauthorized", response=response)) == (
+        "error: the Hugging Face Hub refused your token for some/repo (401 Unauthorized): the token is invalid or "
+        f"expired; {hub.TOKEN_HELP}")
+    from datasets.exceptions import DatasetNotFoundError
+    assert fails_with(DatasetNotFoundError("Dataset 'some/repo' is a gated dataset on the Hub. You must be "
+                                           "authenticated to access it.")).startswith(
+        "error: the Hugging Face Hub refused your token for some/repo (401 Unauthorized)")
+
+
 # ------------------------------------------------------------------------------------------------ slither
-def test_slither_holds_out_evaluation_contracts(tmp_path, stand_in, monkeypatch):
+def test_slither_holds_out_evaluation_contracts(tmp_path, stand_in, monkeypatch, held):
     import datasets
     calls, real = [], datasets.load_dataset
     monkeypatch.setattr(datasets, "load_dataset", lambda path, **kw: calls.append(kw) or real(path, **kw))
     src = make_slither_repo(tmp_path / "hub")
-    out = tmp_path / "out"
-    load_script(SLITHER).main(["--local_path", str(src), "--out_dir", str(out), "--val_fraction", "0.2", "--quiet"])
-    meta = corpus.read_meta(out)
+    meta = run_slither(src, tmp_path / "out", held)           # default config: big-multilabel
     # the Parquet export's call: one config per data_dir, the convert revision, streaming
-    assert {c["data_dir"] for c in calls} == {"all-multilabel", "big-multilabel", "small-multilabel"}
+    assert {c["data_dir"] for c in calls} == {"big-multilabel", "small-multilabel"}
     assert all(c["revision"] == "refs/convert/parquet" and c["streaming"] for c in calls)
+    assert meta["sources"][0]["config"] == "big-multilabel" and meta["sources"][0]["splits"] == list(slither.SPLITS)
+    assert meta["sources"][0]["partial"] is False
     assert meta["filtered"] == {"held_out_address": 1}
-    d = meta["dedup"]
-    assert d["held_out_documents"] == 4
-    assert d["removed"] == {"excluded_exact": 1, "excluded_near": 1, "exact_duplicate": 1}
-    docs = read_docs(out, "train", meta) + read_docs(out, "val", meta)
+    assert meta["held_out"]["slither-eval"]["documents"] == 4
+    assert meta["dedup"]["removed"] == {"held_out_exact": 1, "held_out_near": 1, "held_out_contains": 1,
+                                        "exact_duplicate": 1}
+    docs = read_docs(tmp_path / "out", "train", meta) + read_docs(tmp_path / "out", "val", meta)
     assert len(docs) == 29
     assert not any(f"contract C{i} " in t for t in docs for i in (900, 901, 902, 903, 950))
-    assert meta["splits"]["val"]["documents"] > 0 and d["train_val_near_dup_rate"] == 0
+    assert meta["splits"]["val"]["documents"] > 0 and meta["dedup"]["train_val_near_dup_rate"] == 0
+
+
+def test_slither_refuses_a_partial_conversion_unless_asked(tmp_path, stand_in, held, capsys):
+    src = make_slither_repo(tmp_path / "hub")
+    with pytest.raises(SystemExit) as e:
+        run_slither(src, tmp_path / "out", held, "--config", "all-multilabel")
+    assert str(e.value) == (f"error: {slither.REPO_ID} all-multilabel ({src}) has only a partial Parquet conversion "
+                            f"(partial-train: a truncated prefix of the data): use --config big-multilabel "
+                            f"(complete), or --allow_partial to take the prefix")
+    assert not (tmp_path / "out").exists()
+    meta = run_slither(src, tmp_path / "out", held, "--config", "all-multilabel", "--allow_partial")
+    assert meta["sources"][0]["partial"] is True and meta["sources"][0]["splits"] == ["partial-train"]
+    assert "is a PARTIAL Parquet conversion" in capsys.readouterr().err
+    assert meta["splits"]["train"]["documents"] + meta["splits"]["val"]["documents"] == 11
+
+
+def test_slither_missing_or_empty_split_is_one_line(tmp_path, stand_in, held):
+    src = make_slither_repo(tmp_path / "hub")
+    shutil.rmtree(src / "big-multilabel" / "test")
+    with pytest.raises(SystemExit) as e:
+        run_slither(src, tmp_path / "out", held)
+    assert str(e.value) == (f"error: {slither.REPO_ID} big-multilabel ({src}) has no test split (found: train, "
+                            f"validation): the download is incomplete or the layout changed")
+    src = make_slither_repo(tmp_path / "hub2")
+    (src / "small-multilabel" / "validation" / "0000.parquet").unlink()
+    with pytest.raises(SystemExit) as e:
+        run_slither(src, tmp_path / "out", held)
+    assert str(e.value) == (f"error: {slither.REPO_ID} small-multilabel ({src}) has no Parquet files in validation: "
+                            f"the download is incomplete or the layout changed")
+    assert not (tmp_path / "out").exists() and not heldout.part_path(held, "slither-eval").exists()
+    # a split whose files hold no rows: the same kind of error once streaming has read it all
+    with pytest.raises(SystemExit) as e:
+        list(slither.rows({"test": []}, "big-multilabel", "test"))
+    assert str(e.value) == (f"error: {slither.REPO_ID} big-multilabel/test is empty: the download is incomplete or "
+                            f"the layout changed")
 
 
 def test_slither_bad_config_is_one_line(capsys):
