@@ -103,15 +103,21 @@ def test_unknown_name_lists_valid_names():
 
 
 @pytest.mark.parametrize("name", ["gpt2", "cl100k_base"])
-def test_tiktoken_offline_error_is_one_line(name):
-    try:
-        tok = get_tokenizer(name)
-    except TokenizerError as e:
-        msg = str(e)
-        assert "\n" not in msg and name in msg and "solgpt" in msg
-        return
-    assert tok.decode(tok.encode("pragma solidity")) == "pragma solidity"
-    pytest.skip(f"{name}'s files are available here: no offline error to check")
+def test_tiktoken_download_failure_is_one_line(name, monkeypatch):
+    """Whatever stops tiktoken's download becomes one line that names the tokenizer and the offline default."""
+    import tiktoken
+
+    def offline(encoding_name):
+        raise ConnectionError(f"HTTPSConnectionPool(host='openaipublic.blob.core.windows.net'): Max retries\n"
+                              f"exceeded ({encoding_name})")
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    with pytest.raises(TokenizerError) as e:
+        tkmod.load_tokenizer(name)
+    assert str(e.value) == (
+        f"tokenizer {name!r} needs tiktoken's downloaded files, which could not be fetched: "
+        f"HTTPSConnectionPool(host='openaipublic.blob.core.windows.net'): Max retries exceeded ({name}); use the "
+        f"default 'solgpt' tokenizer, or run tiktoken.get_encoding({name!r}) once with network access (files are "
+        f"cached in $TIKTOKEN_CACHE_DIR)")
 
 
 def test_committed_ranks_file_matches_module(tok):
@@ -155,12 +161,13 @@ def test_rustbpe_and_tiktoken_split_alike(pattern):
 
 
 def test_committed_ranks_reproduce_from_the_corpus():
-    """train_tokenizer.py on the default corpus gives the committed file bit for bit (needs the npm tarballs)."""
-    from data import corpus
+    """train_tokenizer.py on the default corpus gives the committed file bit for bit (needs the npm tarballs; the
+    same pipeline runs everywhere on the fixture corpus below)."""
+    from data import packages
     from tokenizer import train_tokenizer as tt
 
-    missing = [p["name"] for p in corpus.load_package_list()["packages"]
-               if not (corpus.TARBALL_DIR / corpus.tarball_name(p["name"], p["version"])).exists()]
+    missing = [p["name"] for p in packages.load_package_list()["packages"]
+               if not (packages.TARBALL_DIR / packages.tarball_name(p["name"], p["version"])).exists()]
     if missing:  # offline and fast: never fetch with npm from a test
         pytest.skip(f"npm tarballs not cached ({', '.join(missing[:3])}...): run python data/solidity-packages/prepare.py")
     meta = json.loads((REPO / "tokenizer" / "solgpt.json").read_text())
@@ -180,10 +187,43 @@ def test_corrupt_ranks_file_is_detected(tmp_path, monkeypatch):
         tkmod.load_tokenizer("tiny")
 
 
-def test_bytes_per_token(tok):
-    texts = ["contract A {}\n", "héllo"]
-    n = sum(len(tok.encode(t)) for t in texts)
-    assert bytes_per_token(tok, texts) == pytest.approx((14 + 6) / n)
+def test_bytes_per_token():
+    # bytes + one merge "ab": "abab ab" -> ab|ab| |ab (4 tokens, 7 bytes); "é" -> 2 byte tokens (2 bytes)
+    ranks = {bytes([i]): i for i in range(256)}
+    ranks[b"ab"] = 256
+    tiny = tkmod.from_ranks("tiny", ranks, r"\S+|\s+")
+    assert bytes_per_token(tiny, ["abab ab", "é"]) == pytest.approx(9 / 6)
+
+
+FIXTURE = REPO / "tests" / "fixtures" / "tokenizer-corpus"
+
+
+def pack_fixture_corpus(cache: Path):
+    """npm-style tarballs of the fixture's package folders, as `npm pack` would lay them out."""
+    from data import packages
+    from test_data_fixtures import make_tarball
+
+    for pkg in json.loads((FIXTURE / "packages.json").read_text())["packages"]:
+        folder = FIXTURE / pkg["name"]
+        files = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.sol"))}
+        make_tarball(cache / packages.tarball_name(pkg["name"], pkg["version"]), pkg["name"], pkg["version"], files)
+
+
+def test_retrain_on_the_fixture_corpus_is_bit_for_bit(tmp_path):
+    """The whole path of tokenizer/train_tokenizer.py (packages, licence filter, dedup, held-out val, BPE, files)
+    on a corpus that ships with the tests reproduces the recorded tokenizer exactly."""
+    from tokenizer import train_tokenizer as tt
+
+    pack_fixture_corpus(tmp_path / "cache")
+    tt.main(["--packages", str(FIXTURE / "packages.json"), "--tarballs", str(tmp_path / "cache"),
+             "--held_out_dir", str(tmp_path / "held-out"), "--out_dir", str(tmp_path / "tok"), "--name", "fixture",
+             "--vocab_size", "600"])
+    meta = json.loads((tmp_path / "tok" / "fixture.json").read_text())
+    # by hand: 10 OpenZeppelin files, ContextCopy.sol an exact copy of Context.sol; @prb/math's file held out
+    assert meta["training_documents"] == 9 and meta["held_out_packages"] == ["fixture-prb"]
+    expected = json.loads((FIXTURE / "expected.json").read_text())   # recorded by the first run of this test
+    assert {k: meta[k] for k in expected} == expected
+    assert hashlib.sha256((tmp_path / "tok" / "fixture.tiktoken").read_bytes()).hexdigest() == expected["ranks_sha256"]
 
 
 @pytest.mark.parametrize("script", ["train_tokenizer.py", "compare.py"])

@@ -3,7 +3,7 @@
     python tokenizer/train_tokenizer.py                     # reproduces tokenizer/solgpt.tiktoken bit for bit
     python tokenizer/train_tokenizer.py --vocab_size=8192 --pattern=gpt4 --name=solgpt-gpt4-8k   # an alternative
 
-Documents: the default corpus exactly as data/solidity-packages/prepare.py keeps it (data/corpus.py's
+Documents: the default corpus exactly as data/solidity-packages/prepare.py keeps it (data/packages.py's
 iter_package_documents: licence filter, cleaning, exact and near dedup), in its fixed order, so the result is
 deterministic. The validation packages (packages.json's val_packages) never reach tokenizer training, so
 tokenizer/compare.py measures bytes/token on Solidity the tokenizer has not seen, which is also the model's val split.
@@ -55,20 +55,24 @@ PATTERNS = {"solidity": SOLIDITY_PATTERN, "solidity-v0": SOLIDITY_V0_PATTERN, "g
 DEFAULT_PATTERN = "solidity"
 
 
-def corpus_documents(cache_dir: Path | None = None) -> tuple[dict[str, list[str]], list[str]]:
+def corpus_documents(cache_dir: Path | None = None, packages_file: Path | None = None,
+                     held_out_dir: Path | None = None) -> tuple[dict[str, list[str]], list[str]]:
     """({"train": texts, "val": texts}, val_packages) of the default corpus, in the corpus's fixed order.
 
-    "train" trains the tokenizer; "val" (whole packages: packages.json's val_packages) is held out to measure it.
+    "train" trains the tokenizer; "val" (whole packages: packages.json's val_packages, less files that copy
+    training files) is held out to measure it. None: the default corpus's packages.json, tarball cache and
+    held-out registry folder.
     """
     from tqdm import tqdm
 
     from data import packages
 
-    val_packages = list(packages.load_package_list().get("val_packages", []))
+    val_packages = list(packages.load_package_list(packages_file or packages.PACKAGES_FILE).get("val_packages", []))
     docs = {"train": [], "val": []}
-    kw = {"cache_dir": cache_dir} if cache_dir else {}
-    for source, _path, text in tqdm(packages.iter_package_documents(split=None, **kw), desc="reading corpus",
-                                    unit=" files"):
+    for source, _path, text in tqdm(packages.iter_package_documents(split=None, cache_dir=cache_dir,
+                                                                    packages_file=packages_file,
+                                                                    held_out_dir=held_out_dir),
+                                    desc="reading corpus", unit=" files"):
         docs["val" if source.rsplit("@", 1)[0] in val_packages else "train"].append(text)
     return docs, val_packages
 
@@ -89,7 +93,7 @@ def warn_if_corpus_changed(meta_path: Path, sha: str):
         return
     if old and old != sha:
         print(f"warning: the corpus differs from the one {meta_path.stem} was trained on (corpus sha256 {sha[:12]}, "
-              f"was {old[:12]}): data/corpus.py or the package list changed, so the ranks will change too",
+              f"was {old[:12]}): data/ or the package list changed, so the ranks will change too",
               file=sys.stderr)
 
 
@@ -132,6 +136,10 @@ def parse_args(argv=None):
                    help="where to write (get_tokenizer(name) loads from tokenizer/)")
     p.add_argument("--tarballs", type=Path, default=None,
                    help="npm tarball cache of the default corpus (None: data/solidity-packages/cache/tarballs)")
+    p.add_argument("--packages", type=Path, default=None,
+                   help="the corpus's package list (None: data/solidity-packages/packages.json)")
+    p.add_argument("--held_out_dir", type=Path, default=None,
+                   help="the held-out registry's folder (None: data/held-out)")
     return p.parse_args(argv)
 
 
@@ -143,7 +151,7 @@ def main(argv=None):
         raise SystemExit(f"error: --vocab_size must be at least 256 (the byte tokens), got {args.vocab_size}")
     t0 = time.time()
     print("reading the default corpus (licence filter, cleaning, dedup: as data/solidity-packages/prepare.py)...")
-    splits, held_out = corpus_documents(args.tarballs)
+    splits, held_out = corpus_documents(args.tarballs, args.packages, args.held_out_dir)
     docs = splits["train"]
     n_bytes = sum(len(d.encode()) for d in docs)
     print(f"training on {len(docs)} documents, {n_bytes / 1e6:.2f} MB (held out: {', '.join(held_out)}); "
