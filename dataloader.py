@@ -1,5 +1,5 @@
 """
-Batches of token windows from prepared datasets (data/<name>/train.bin, val.bin, meta.json; see data/corpus.py).
+Batches of token windows from prepared datasets (data/<name>/train.bin, val.bin, meta.json; see data/tokens.py).
 
 Like nanoGPT, a batch is batch_size windows of block_size + 1 tokens at random offsets of a memmapped token file.
 Unlike nanoGPT, the offsets come from a torch.Generator seeded by (seed, split, global micro-batch number), so:
@@ -14,7 +14,6 @@ Unlike nanoGPT, the offsets come from a torch.Generator seeded by (seed, split, 
 """
 
 import hashlib
-import json
 import math
 import sys
 from pathlib import Path
@@ -23,7 +22,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TOKEN_DTYPES as DTYPES, TOKEN_FORMAT as FORMAT  # noqa: E402  (shared with data/corpus.py)
+from common import TOKEN_DTYPES as DTYPES  # noqa: E402  (shared with data/tokens.py)
+from data.tokens import MetaError, read_meta  # noqa: E402
 
 # Eval-on-train batches get their own salt: drawn with the training salt, evaluation batch k would be training
 # batch k, so "train loss" at eval would be measured on windows the model has just been trained on.
@@ -60,39 +60,14 @@ class PreparedDataset:
         self.dtype = DTYPES[self.meta["dtype"]]
         self.splits = {split: self._open(split) for split in ("train", "val")}
 
-    def _prepare_hint(self):
-        return f"run python data/{self.name}/prepare.py"
-
     def _load_meta(self):
-        path = self.dir / "meta.json"
-        if not path.is_file():
-            raise DataError(f"{path} not found: dataset '{self.name}' is not prepared; {self._prepare_hint()}")
-        try:
-            meta = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise DataError(f"{path} is unreadable ({e}); {self._prepare_hint()}") from None
-        if meta.get("format") != FORMAT:
-            raise DataError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}; {self._prepare_hint()}")
-        for key in ("tokenizer", "tokenizer_hash", "vocab_size", "eot_token", "dtype", "splits"):
-            if key not in meta:
-                raise DataError(f"{path} lacks '{key}'; {self._prepare_hint()}")
-        if meta["dtype"] not in DTYPES:
-            raise DataError(f"{path}: dtype {meta['dtype']!r} is not one of {', '.join(DTYPES)}")
-        return meta
+        try:  # the one check of meta.json against the .bin files, shared with data preparation
+            return read_meta(self.dir, hint=f"run python data/{self.name}/prepare.py")
+        except MetaError as e:
+            raise DataError(str(e)) from None
 
     def _open(self, split):
-        info = self.meta["splits"].get(split)
-        if not info:
-            raise DataError(f"{self.dir / 'meta.json'} has no '{split}' split; {self._prepare_hint()}")
-        path = self.dir / info["file"]
-        expected = int(info["tokens"]) * np.dtype(self.dtype).itemsize
-        actual = path.stat().st_size if path.is_file() else None
-        if actual != expected:
-            found = "missing" if actual is None else f"{actual} bytes, expected {expected}"
-            raise DataError(f"{path} is incomplete or missing ({found}): {self._prepare_hint()}")
-        if expected == 0:
-            raise DataError(f"{path} is empty: {self._prepare_hint()}")
-        return np.memmap(path, dtype=self.dtype, mode="r")
+        return np.memmap(self.dir / self.meta["splits"][split]["file"], dtype=self.dtype, mode="r")
 
     def bytes_per_token(self, split="val"):
         info = self.meta["splits"][split]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from test_data_fixtures import (REPO, ByteTokenizer, contract, load_script, make_package_corpus, make_tarball,
-                                near_copy, read_docs, stand_in, vendored)  # noqa: F401 (stand_in is a fixture)
+                                near_copy, read_docs, stand_in)  # noqa: F401 (stand_in is a fixture)
 
 from data import cleaning, corpus, dedup, packages, tokens
 

@@ -98,8 +98,11 @@ def test_mixture_bytes_per_token_is_weighted_mean(root):
     meta = json.loads((root / "b" / "meta.json").read_text())
     meta["splits"]["val"]["bytes"] = meta["splits"]["val"]["tokens"] * 2  # b: 2 bytes/token, a: 4
     (root / "b" / "meta.json").write_text(json.dumps(meta))
-    s = BatchSampler("a:0.5,b:0.5", block_size=16, batch_size=1, data_root=root)
-    assert s.bytes_per_token("val") == pytest.approx(3.0)  # per token: half from each
+    # a fraction w of the evaluated tokens comes from each dataset: 0.75 * 4 + 0.25 * 2 (unweighted: 3.0)
+    assert BatchSampler("a:0.75,b:0.25", block_size=16, batch_size=1, data_root=root).bytes_per_token("val") == \
+        pytest.approx(3.5)
+    assert BatchSampler("a:0.25,b:0.75", block_size=16, batch_size=1, data_root=root).bytes_per_token("val") == \
+        pytest.approx(2.5)
 
 
 def test_eval_train_batches_differ_from_training_batches(root):
