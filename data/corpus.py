@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import multiprocessing as mp
 import os
 import sys
@@ -197,8 +198,8 @@ class Selector:
         if pool is None:   # the registry of this Selector, in this process
             results = ((b, examine(b, opts, self.registry)) for b in batched(counted(docs), opts.batch_docs))
         else:              # the workers' copy of it (make_pool)
-            results = (((b, r) for (b, _), r in ordered_map(pool, _examine_task,
-                                                            ((b, opts) for b in batched(counted(docs), opts.batch_docs)))))
+            tasks = ((b, opts) for b in batched(counted(docs), opts.batch_docs))
+            results = ((b, r) for (b, _), r in ordered_map(pool, _examine_task, tasks))
         for batch, examined in results:
             for d, (reason, lic, text, dig, sig, held) in zip(batch, examined):
                 reason = reason or self._duplicate(dig, sig)
@@ -211,7 +212,7 @@ class Selector:
                 # A held-out copy is still registered for dedup, so every later decision is the one a run without
                 # the registry makes: the default corpus's val split stays exactly the registry's copy of it.
                 self.seen.add(dig)
-                if split == "train" and held or split == "val" and self.keep_val and not self.keep_val(text):
+                if (split == "train" and held) or (split == "val" and self.keep_val and not self.keep_val(text)):
                     self.index.add(sig, DROPPED_LABEL)
                     st.dropped[held if split == "train" else "val_shares_train"] += 1
                     continue
@@ -247,7 +248,6 @@ def load_tokenizer(name: str | None):
 
 
 def fingerprint(obj) -> str:
-    import json
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
