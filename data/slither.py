@@ -51,6 +51,7 @@ def split_folders(config: str, local_path: Path | None, revision: str | None) ->
         d = Path(local_path) / config
         return {p.name: len(list(p.glob("*.parquet"))) for p in sorted(d.iterdir()) if p.is_dir()} if d.is_dir() else {}
     from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFolder
     try:
         tree = list(HfApi().list_repo_tree(REPO_ID, path_in_repo=config, repo_type="dataset", revision=revision,
                                            recursive=True))
@@ -59,7 +60,7 @@ def split_folders(config: str, local_path: Path | None, revision: str | None) ->
     out: dict[str, int] = {}
     for e in tree:
         parts = Path(e.path).relative_to(config).parts
-        if type(e).__name__ == "RepoFolder" and len(parts) == 1:
+        if isinstance(e, RepoFolder) and len(parts) == 1:
             out.setdefault(parts[0], 0)
         elif len(parts) == 2 and parts[1].endswith(".parquet"):
             out[parts[0]] = out.get(parts[0], 0) + 1

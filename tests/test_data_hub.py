@@ -262,3 +262,28 @@ def test_offline_hub_error_is_one_line(monkeypatch):
     with pytest.raises(SystemExit) as e:
         hub.load_streaming("mwritescode/slither-audited-smart-contracts", data_dir="all-multilabel")
     assert str(e.value).startswith("error: could not reach the Hugging Face Hub for mwritescode/slither")
+
+
+def test_slither_layout_from_the_hub_listing(monkeypatch):
+    """The Hub path of the layout check: folders and Parquet files from list_repo_tree, at the resolved sha."""
+    import huggingface_hub
+    from huggingface_hub.hf_api import RepoFile, RepoFolder
+
+    listing = {"big-multilabel": ["big-multilabel/train", "big-multilabel/train/0000.parquet",
+                                  "big-multilabel/train/0001.parquet", "big-multilabel/validation",
+                                  "big-multilabel/validation/0000.parquet", "big-multilabel/test"],
+               "all-multilabel": ["all-multilabel/partial-train", "all-multilabel/partial-train/0000.parquet"]}
+    seen = []
+
+    class FakeApi:
+        def list_repo_tree(self, repo_id, path_in_repo, repo_type, revision, recursive):
+            seen.append((repo_id, path_in_repo, repo_type, revision, recursive))
+            return [RepoFile(path=p, size=1, oid="x") if p.endswith(".parquet") else RepoFolder(path=p, oid="y")
+                    for p in listing[path_in_repo]]
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    assert slither.split_folders("big-multilabel", None, "abc123") == {"test": 0, "train": 2, "validation": 1}
+    assert seen == [(slither.REPO_ID, "big-multilabel", "dataset", "abc123", True)]
+    with pytest.raises(SystemExit, match=r"big-multilabel \(abc123\) has no Parquet files in test"):
+        slither.check_layout("big-multilabel", None, "abc123")
+    with pytest.raises(SystemExit, match="has only a partial Parquet conversion"):
+        slither.check_layout("all-multilabel", None, "abc123")
