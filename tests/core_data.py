@@ -1,4 +1,4 @@
-"""Tiny prepared datasets for the core tests, written exactly in the format of DESIGN.md / data/corpus.py."""
+"""Tiny prepared datasets for the core tests, written exactly in the format of data/tokens.py."""
 
 import json
 from pathlib import Path
