@@ -1,5 +1,5 @@
 """Small helpers every script shares: crash-safe file writes, argparse with one-line errors, and the prepared-data
-format constants that data/tokens.py writes and checks, and dataloader.py reads (here so data preparation needs no torch)."""
+format constants that data/tokens.py writes and dataloader.py reads (here so data preparation needs no torch)."""
 
 import argparse
 import os
