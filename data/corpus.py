@@ -88,7 +88,8 @@ class Stats:
 
     def count_licence(self, source: str, lic: str, kept: bool):
         (self.licences_kept if kept else self.licences_dropped)[lic] += 1
-        self.by_source.setdefault(source, {"kept": Counter(), "dropped": Counter()})["kept" if kept else "dropped"][lic] += 1
+        counts = self.by_source.setdefault(source, {"kept": Counter(), "dropped": Counter()})
+        counts["kept" if kept else "dropped"][lic] += 1
 
 
 # --------------------------------------------------------------------------------------------------- workers
@@ -127,7 +128,7 @@ def _examine_task(args):
 
 
 def _tokenise(batch: list[tuple[str, str]]) -> tuple[np.ndarray, list[int]]:
-    """Worker: the tokens of a batch of (split, text), each text followed by eot, and each one's count (eot included)."""
+    """Worker: the tokens of a batch of (split, text), each text followed by eot, and each one's count (with eot)."""
     tok = _worker["tok"]
     dtype = token_dtype(tok.n_vocab)
     eot = np.array([tok.eot_token], dtype=dtype)
@@ -262,14 +263,15 @@ def up_to_date(out_dir: Path, fp: str) -> dict | None:
 
 def prepare(out_dir: Path, documents: Iterable[Document], *, dataset: str, tok, opts: Options,
             split_of: Callable[[str], str], sources: list, held_out: tuple | None = None,
-            keep_val: Callable[[str], bool] | None = None, extra_meta: dict | None = None, empty_hint: str = "use more input documents",
-            force: bool = False, quiet: bool = False) -> dict:
+            keep_val: Callable[[str], bool] | None = None, extra_meta: dict | None = None,
+            empty_hint: str = "use more input documents", force: bool = False, quiet: bool = False) -> dict:
     """Write train.bin, val.bin and meta.json into out_dir (data/tokens.py's protocol) and return the meta dict.
 
-    held_out: (Registry, {part: info or why missing}) from data/heldout.py; training documents it matches are
-    dropped. keep_val(text): False drops a val document (the default corpus keeps in val only what the
-    registry's val part holds: the val packages' own files). Skips all work (and any download a lazy `documents` would do) when meta.json is from a complete run
-    with the same fingerprint: dataset, sources, options, tokenizer and held-out parts.
+    held_out: (Registry, {part: info or why missing}) from data/heldout.load; training documents it matches are
+    dropped. keep_val(text): False drops a val document (the default corpus keeps in val only what the registry's
+    val part holds: the val packages' own files). An empty split is refused with nothing written. Skips all work
+    (and any download a lazy `documents` would do) when meta.json is from a complete run with the same
+    fingerprint: dataset, sources, options, tokenizer and held-out parts.
     """
     from tqdm import tqdm
 

@@ -4,9 +4,10 @@
 
 Fetches each package of packages.json with `npm pack` into cache/tarballs/ (reused on later runs; integrity
 checked), keeps files whose SPDX header (else package.json licence) is permissive, deduplicates, splits by package
-(val = packages.json's val_packages, less files a training file copies or contains) and writes train.bin, val.bin and meta.json here. The val split is also the
-held-out registry's part data/held-out/solidity-packages-val.npz (built first): training files that copy or contain
-a val file, or a Slither evaluation contract (when that part has been built), are dropped.
+(val = packages.json's val_packages, less files that a training file copies, nearly copies or contains) and writes
+train.bin, val.bin and meta.json here. The val split is the held-out registry's part
+data/held-out/solidity-packages-val.npz (built first); training files that copy or contain a Slither evaluation
+contract (when that part has been built) are dropped.
 """
 import sys
 import time
