@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checkpoint as ckpt_io  # noqa: E402
 from configurator import configure  # noqa: E402
-from train import DTYPES, Dist, autocast, resolve_device, resolve_dtype  # noqa: E402  (same device/precision rules)
+from runtime import DTYPES, Dist, autocast, resolve_device, resolve_dtype  # noqa: E402  (same rules as train.py)
 
 DEFAULTS = dict(
     out_dir="out",  # reads out_dir/model.pt ...
