@@ -387,6 +387,11 @@ class StopRequest:
             signal.signal(s, signal.SIG_DFL)
 
 
+def checks_every_step(device, dist_info):
+    """Whether the non-finite guard reads the loss on the host every step (see Trainer)."""
+    return device.type != "cuda" or dist_info.enabled
+
+
 class Trainer:
     """One training run: the model, optimizer and data, the loop, evaluation, logging and checkpoints.
     A fine-tuning script can reuse it with its own data or model (build one, then call run())."""
@@ -419,7 +424,7 @@ class Trainer:
         # On CPU that costs nothing, and DDP ranks must agree every step (stop requests); a single GPU instead
         # keeps the iteration of the first non-finite loss / gradient norm on the device and looks at log_interval
         # and before every evaluation or checkpoint (which also refuses non-finite weights).
-        self.check_every_step = device.type != "cuda" or dist_info.enabled
+        self.check_every_step = checks_every_step(device, dist_info)
         self.first_bad = torch.full((2,), -1, dtype=torch.long, device=device)
         self.notes = []  # lines for the log, from before it is open
         self.log = None
