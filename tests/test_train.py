@@ -411,19 +411,19 @@ def test_sigint_then_resume_equals_an_uninterrupted_run(data_root, tmp_path):
 
 def test_resume_applies_dropout_and_refuses_shape_changes(data_root, tmp_path, capsys):
     out = tmp_path / "o"
-    assert train_here(data_root, out, "--max_iters=2", "--eval_interval=100", "--block_size=16") == 0
-    for bad in ("--n_layer=3", "--block_size=32", "--bias=True"):
+    assert train_here(data_root, out, "--max_iters=2", "--eval_interval=100") == 0
+    for bad in ("--n_layer=3", "--block_size=16", "--bias=True"):
         with pytest.raises(SystemExit) as e:
             train_here(data_root, out, "--max_iters=4", "--init_from=resume", bad)
         msg = str(e.value)
         assert msg.startswith(f"error: cannot resume with {bad}: the checkpoint's model has ") and "\n" not in msg
-    # shape keys not given are the checkpoint's (TINY says nothing of block_size 16 here), dropout is applied
-    argv = [a for a in TINY if not a.startswith("--block_size")]
+    # shape keys not given are the checkpoint's (n_layer 2, not the default 6), dropout is applied
+    argv = [a for a in TINY if not a.startswith("--n_layer")]
     assert train.main([*argv, f"--data_root={data_root}", f"--out_dir={out}", "--max_iters=4", "--eval_interval=100",
                        "--init_from=resume", "--dropout=0.2"]) == 0
     state = torch.load(out / "train_state.pt", weights_only=True)
     assert state["model_args"]["dropout"] == 0.2 and state["config"]["dropout"] == 0.2
-    assert state["model_args"]["block_size"] == 16 == state["config"]["block_size"]
+    assert state["model_args"]["n_layer"] == 2 == state["config"]["n_layer"]
 
 
 def test_resume_with_another_dtype(data_root, tmp_path, capsys):
