@@ -26,7 +26,7 @@ class EvalError(Exception):
 def token_byte_lengths(tok, size=None):
     """int64 tensor: UTF-8 byte length of every token id of `tok` (special tokens 0), padded with 0 to `size`."""
     special = set(tok.special_tokens.values())
-    lengths = [0 if i in special else len(tok._enc.decode_single_token_bytes(i)) for i in range(tok.n_vocab)]
+    lengths = [0 if i in special else len(tok.decode_bytes([i])) for i in range(tok.n_vocab)]
     size = max(size or 0, tok.n_vocab)
     return torch.tensor(lengths + [0] * (size - tok.n_vocab), dtype=torch.int64)
 
