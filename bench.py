@@ -163,19 +163,20 @@ def bench_sample(config, device, new_tokens, repeats, ckpt=None):
 
     model.generate(prompt, 8, temperature=0.0, use_cache=True)  # warm-up: allocator, kernels
     model.generate(prompt, 8, temperature=0.0, use_cache=False)
-    kv, full, same = [], [], True
+    kv, full, same, distinct = [], [], True, 0
     for _ in range(repeats):
         out_kv, speed_kv = timed(True)
         out_full, speed_full = timed(False)
         kv.append(speed_kv)
         full.append(speed_full)
         same &= torch.equal(out_kv, out_full)
+        distinct = len(set(out_kv[0, prompt.size(1):].tolist()))  # how much the equality check says
     if not same:
         raise SystemExit("error: KV-cache and full-recomputation greedy tokens differ: the cache is wrong")
     kv_s, full_s = stats(kv), stats(full)
     return {"model": source, "device": device, "params_m": model.get_num_params() / 1e6,
             "block_size": model.config.block_size, "prompt_tokens": prompt.size(1), "new_tokens": new_tokens,
-            "batch_size": 1, "repeats": repeats, "greedy_tokens_equal": same,
+            "batch_size": 1, "repeats": repeats, "greedy_tokens_equal": same, "distinct_new_tokens": distinct,
             "kv_tokens_per_s": kv_s["median"], "nocache_tokens_per_s": full_s["median"],
             "kv_speedup": kv_s["median"] / full_s["median"],
             "stats": {"kv_tokens_per_s": kv_s, "nocache_tokens_per_s": full_s}}
@@ -219,26 +220,33 @@ def bench_tokenizer():
             "unavailable": {n: m["unavailable"] for n, m in measured.items() if "unavailable" in m}}
 
 
-def bench_quality(config, device, budget_s, ms_per_iter, iters=None):
-    """Train from scratch for a fixed wall-clock budget and report validation bits per byte.
+def bench_quality(config, device, budget_s, ms_per_iter, iters=None, keep_model=None):
+    """Train from scratch for a fixed wall-clock budget and report the exact validation bits per byte of the whole
+    val split (train.py's final evaluation, see evaluate.py).
 
     The budget becomes an iteration count (budget / measured ms per iteration) and the learning-rate schedule is
     fitted to it, so the run itself is deterministic (fixed seed, data and iterations). Timing noise can move the
-    derived count between runs; pass --quality_iters to pin it when comparing two versions of the code."""
+    derived count between runs; pass --quality_iters to pin it when comparing two versions of the code.
+    keep_model: a directory that receives the run's out_dir (model.pt, train_state.pt, metrics.jsonl, log.txt)."""
     cfg = load_config(config)
     iters = iters or max(10, int(budget_s * 1000 / ms_per_iter))
-    with tempfile.TemporaryDirectory() as out_dir:
+    with tempfile.TemporaryDirectory() as tmp:
+        out_dir = Path(keep_model) if keep_model else Path(tmp)
         overrides = [f"--out_dir={out_dir}", f"--max_iters={iters}", f"--lr_decay_iters={iters}",
                      f"--warmup_iters={min(cfg['warmup_iters'], iters // 10)}", f"--eval_interval={iters}",
                      f"--device={device}", "--always_save_checkpoint=False"]
         code, wall, _, output = run_child(train_cmd(config, overrides))
         if code != 0:
             fail(f"quality run ({config})", output)
-        _, evals = read_metrics(Path(out_dir) / "metrics.jsonl")
-    final = evals[-1]
-    return {"config": shown(config), "device": device, "budget_s": budget_s, "iters": iters, "wall_s": wall,
-            "seed": cfg["seed"], "dataset": cfg["dataset"], "val_bpb": final["val_bpb"],
-            "val_loss": final["val_loss"], "train_loss": final["train_loss"]}
+        _, evals = read_metrics(out_dir / "metrics.jsonl")
+    final = [r for r in evals if r.get("final")][-1]
+    report = {"config": shown(config), "device": device, "budget_s": budget_s, "iters": iters, "wall_s": wall,
+              "seed": cfg["seed"], "dataset": cfg["dataset"], "val_bpb": final["val_bpb"],
+              "val_loss": final["val_loss"], "val_tokens": final["val_tokens"], "val_bytes": final["val_bytes"],
+              "train_loss": final["train_loss"], "sampled_val_bpb": final["sampled_val_bpb"]}
+    if keep_model:
+        report["model_dir"] = str(out_dir)
+    return report
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -267,7 +275,8 @@ def table(report):
         rows += [(f"bytes/token {name}", fmt(v, ".3f")) for name, v in k["bytes_per_token"].items()]
         rows += [(f"bytes/token {name}", "unavailable offline") for name in k["unavailable"]]
     if q:
-        rows += [(f"quality val bpb ({q['budget_s']:.0f} s, {q['iters']} iters)", fmt(q["val_bpb"], ".4f"))]
+        rows += [(f"quality val bpb, whole val split ({q['budget_s']:.0f} s, {q['iters']} iters)",
+                  fmt(q["val_bpb"], ".4f"))]
     m = report["machine"]
     rows[0] = ("machine", f"{m['gpu'] or m['cpu']}, {m['cores']} cores, torch {m['torch']}")
     rows.insert(0, ("measure", "value"))
@@ -291,6 +300,7 @@ def parse_args(argv):
     p.add_argument("--budget_s", type=float, help="quality training budget in seconds (default 600; --quick 120)")
     p.add_argument("--quality_iters", type=int, help="pin the quality run's iterations (default: budget / ms per iter)")
     p.add_argument("--ckpt", help="sample with this trained model.pt instead of random weights of the CPU config")
+    p.add_argument("--keep_model", help="quality: train into this directory and keep it (model.pt, metrics, ...)")
     args = p.parse_args(argv)
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     bad = [s for s in sections if s not in SECTIONS]
@@ -298,6 +308,10 @@ def parse_args(argv):
         p.error(f"unknown section(s) {','.join(bad)}: choose from {','.join(SECTIONS)}")
     if args.budget_s is not None and args.budget_s <= 0:
         p.error("--budget_s must be positive")
+    if args.keep_model and "quality" not in sections:
+        p.error("--keep_model keeps the model of the quality section: add quality to --only")
+    if args.keep_model and Path(args.keep_model).exists() and any(Path(args.keep_model).iterdir()):
+        p.error(f"--keep_model={args.keep_model} is not empty: name a new directory")
     return args, sections
 
 
@@ -339,7 +353,7 @@ def main(argv=None):
         if ms is None and not args.quality_iters:
             ms = bench_train(cpu_config, args.device, 10, 3, [])["ms_per_iter"]
         print(f"quality: config/train_cpu.py for {budget:.0f} s ...", flush=True)
-        report["quality"] = bench_quality(cpu_config, args.device, budget, ms, args.quality_iters)
+        report["quality"] = bench_quality(cpu_config, args.device, budget, ms, args.quality_iters, args.keep_model)
     report["wall_s"] = time.perf_counter() - t_start
     write_json_atomic(args.out, report)
     print(table(report))

@@ -3,6 +3,7 @@ format constants that data/tokens.py writes and dataloader.py reads (here so dat
 
 import argparse
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,37 @@ def atomic_write(path, write_fn):
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.tmp(?P<pid>\d+)$")  # atomic_write's temp files: .NAME.tmpPID
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OverflowError:  # not a pid at all
+        return False
+    return True
+
+
+def sweep_stale_temp_files(directory):
+    """Remove the temp files atomic_write leaves when its process is killed mid-write (the file it was replacing
+    is intact). Only files of processes that no longer run: a live writer's temp file is its work in progress.
+    Returns the names removed."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for path in sorted(directory.iterdir()):
+        m = TEMP_NAME.match(path.name)
+        if m and path.is_file() and not path.is_symlink() and not pid_alive(int(m["pid"])):
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
 
 
 class ArgumentParser(argparse.ArgumentParser):

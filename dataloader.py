@@ -104,9 +104,9 @@ class BatchSampler:
     def _check_lengths(self):
         for ds in self.datasets:
             for split, data in ds.splits.items():
-                if len(data) < self.block_size + 2:
+                if len(data) < self.block_size + 1:
                     raise DataError(f"{ds.dir / ds.meta['splits'][split]['file']} holds {len(data)} tokens, "
-                                    f"fewer than block_size + 2 = {self.block_size + 2}; lower --block_size")
+                                    f"fewer than block_size + 1 = {self.block_size + 1}; lower --block_size")
 
     def _generator(self, stream, index):
         # one stream per (seed, stream, global batch index): any batch can be redrawn without replaying the others
@@ -126,13 +126,14 @@ class BatchSampler:
         rows = []
         for i in range(B):
             data = self.datasets[int(which[i])].splits[split]
-            start = int(u[i] * (len(data) - T - 1))
+            start = int(u[i] * (len(data) - T))  # 0 .. len-T-1: the window may end at the split's last token
             rows.append(data[start:start + T + 1])
         xy = torch.from_numpy(np.stack(rows).astype(np.int64))
-        x, y = xy[:, :-1].contiguous(), xy[:, 1:].contiguous()
-        if self.device.type == "cuda":  # pinned + non_blocking lets the copy overlap the previous step's compute
-            return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
-        return x.to(self.device), y.to(self.device)
+        if self.device.type == "cuda":  # one pinned copy of the window; non_blocking overlaps the GPU's compute
+            xy = xy.pin_memory().to(self.device, non_blocking=True)
+        else:
+            xy = xy.to(self.device)
+        return xy[:, :-1], xy[:, 1:]  # views of the one window tensor: y is x shifted by one
 
     def get_batch(self, split="train", index=None):
         """Next training batch of this rank; with index, batch `index` of the fixed evaluation sequence."""
@@ -163,8 +164,27 @@ class BatchSampler:
                             f"split evenly; resume with a number of processes that divides {step}")
         self.step = step
 
-    def bytes_per_token(self, split="val"):
-        """UTF-8 bytes per token of the mixture: val bpb = val_loss / ln(2) / bytes_per_token.
-        Windows are drawn with the mixture weights, so a fraction w of the evaluated tokens comes from each dataset
-        and the loss is the w-weighted mean of theirs: the matching bytes per token is the w-weighted mean too."""
-        return sum(w * ds.bytes_per_token(split) for (_, w), ds in zip(self.mixture, self.datasets))
+
+
+class Prefetcher:
+    """Iterator of training batches that draws the next one as soon as the current one is handed out: on CUDA the
+    memmap reads and the queued (non_blocking) copy of batch k+1 overlap the GPU's work on batch k.
+    state_dict() counts only the batches handed out, so a resume redraws the prefetched one."""
+
+    def __init__(self, sampler):
+        self.sampler, self.pending = sampler, None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = self.pending if self.pending is not None else self.sampler.get_batch("train")
+        self.pending = self.sampler.get_batch("train")
+        return batch
+
+    def consumed(self):
+        """Global training micro-batches handed out so far (all ranks)."""
+        return self.sampler.step - (self.sampler.world_size if self.pending is not None else 0)
+
+    def state_dict(self):
+        return {**self.sampler.state_dict(), "step": self.consumed()}

@@ -192,8 +192,9 @@ class GPT(nn.Module):
             n -= self.transformer.wpe.weight.numel()
         return n
 
-    def forward(self, idx, targets=None, kv_cache=None):
-        """idx (B, T) token ids. With targets: (logits, mean loss; targets of -1 are ignored).
+    def forward(self, idx, targets=None, kv_cache=None, reduction="mean"):
+        """idx (B, T) token ids. With targets: (logits, loss; targets of -1 are ignored): the mean loss, or with
+        reduction="none" the (B, T) per-token losses (exact bits per byte weighs each token by its own bytes).
         Without: logits of the last position only (all generation needs), loss None.
         With kv_cache: idx are the next T positions after the cached ones."""
         B, T = idx.size()
@@ -213,8 +214,9 @@ class GPT(nn.Module):
         if targets is None:
             return self.lm_head(x[:, [-1], :]), None
         logits = self.lm_head(x)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
+                               reduction=reduction)
+        return logits, (loss.view(B, T) if reduction == "none" else loss)
 
     def configure_optimizer(self, weight_decay, learning_rate, betas, device_type):
         """AdamW with decay on matrices and embeddings only; biases and norm gains are not decayed."""
@@ -242,7 +244,7 @@ class GPT(nn.Module):
 
     @torch.inference_mode()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eot_token=None,
-                 generator=None, use_cache=True, window_keep=None, vocab_limit=None):
+                 generator=None, use_cache=True, window_keep=None, vocab_limit=None, eot_check_every=None):
         """Continue idx (B, T) by up to max_new_tokens tokens; returns (B, T + n) with n <= max_new_tokens.
 
         temperature 0 is greedy. top_k / top_p (nucleus) restrict sampling. A row that produces eot_token stops:
@@ -256,6 +258,9 @@ class GPT(nn.Module):
         every step (then past block_size every token costs a full forward, as without the cache).
         use_cache=False recomputes the same window from scratch for every token: both paths give the same tokens
         (tested), the cache only makes it faster.
+        eot_check_every: asking whether every row has stopped copies a flag to the host, which on a GPU stalls the
+        queue of kernels; so there it is asked every 16 tokens (default; 1 on CPU, where it is free), and the
+        tokens produced past the point where all rows stopped are cut off: the result does not depend on it.
         """
         cfg = self.config
         keep = cfg.block_size * 3 // 4 if window_keep is None else window_keep
@@ -264,12 +269,13 @@ class GPT(nn.Module):
         was_training = self.training
         self.eval()
         idx = idx.clone()  # an inference tensor like every later idx, so a compiled forward needs one graph, not two
-        B = idx.size(0)
+        B, T0 = idx.size()
         done = torch.zeros(B, dtype=torch.bool, device=idx.device)
+        check_every = eot_check_every or (1 if idx.device.type == "cpu" else 16)
         start = max(0, idx.size(1) - cfg.block_size)  # absolute index of the first token in the window
         cache = KVCache(cfg, B, idx.device) if use_cache else None  # dtype: that of the keys (autocast's)
         cache_start = start  # absolute index of the token at cache position 0
-        for _ in range(max_new_tokens):
+        for step in range(max_new_tokens):
             if idx.size(1) - start > cfg.block_size:  # window full: slide it
                 start = idx.size(1) - keep
             if cache is not None and cache_start != start:  # every cached position moved: re-prefill
@@ -281,8 +287,11 @@ class GPT(nn.Module):
                 idx_next = torch.where(done[:, None], torch.full_like(idx_next, eot_token), idx_next)
                 done |= idx_next[:, 0] == eot_token
             idx = torch.cat((idx, idx_next), dim=1)
-            if eot_token is not None and bool(done.all()):
+            if eot_token is not None and (step + 1) % check_every == 0 and bool(done.all()):
                 break
+        if eot_token is not None and bool(done.all()):  # end where the last row stopped, as checking every token would
+            first_eot = (idx[:, T0:] == eot_token).int().argmax(dim=1)
+            idx = idx[:, :T0 + int(first_eot.max()) + 1]
         self.train(was_training)
         return idx
 
@@ -319,46 +328,3 @@ def _top_p_filter(logits, top_p):
     drop_sorted = torch.cumsum(probs, dim=-1) - probs >= top_p  # mass before this token already reaches top_p
     drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
-
-
-# --------------------------------------------------------------------------------------------------------------
-# peak FLOP/s for MFU
-
-# Dense (no sparsity) tensor-core peak in bf16 (fp16 where the chip has no bf16: V100, T4), from the vendors' data
-# sheets. Matched against torch.cuda.get_device_name(), longest key first, so "H100 PCIe" wins over "H100".
-PEAK_FLOPS = {
-    "B200": 2250e12,
-    "H200": 989e12,
-    "GH200": 989e12,
-    "H100 PCIe": 756e12,
-    "H100": 989e12,  # SXM
-    "H800": 989e12,
-    "A100": 312e12,
-    "A800": 312e12,
-    "L40S": 362e12,
-    "L40": 181e12,
-    "L4": 121e12,
-    "A10G": 70e12,
-    "A10": 125e12,
-    "A6000": 155e12,
-    "RTX 4090": 165e12,  # GeForce: fp32 accumulate, as PyTorch uses
-    "RTX 3090": 71e12,
-    "V100": 125e12,
-    "T4": 65e12,
-}
-
-
-def device_peak_flops(device):
-    """Best-known peak FLOP/s of `device` (str or torch.device); 0 when unknown (MFU then reads 0)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key in sorted(PEAK_FLOPS, key=len, reverse=True):
-            if key.lower() in name.lower():
-                return PEAK_FLOPS[key]
-        return 0.0
-    if device.type == "mps":
-        return 10e12  # rough: Apple M-series GPUs are ~3-30 TFLOP/s fp32; override with peak_flops for yours
-    # CPU, rough: two FMA units per core at ~3 GHz: 32 fp32 FLOPs/cycle with AVX2, 64 with AVX-512
-    per_cycle = 64 if "AVX512" in torch.backends.cpu.get_cpu_capability() else 32
-    return torch.get_num_threads() * 3e9 * per_cycle

@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checkpoint as ckpt_io  # noqa: E402
 from configurator import configure  # noqa: E402
-from train import DTYPES, Dist, autocast, resolve_device, resolve_dtype  # noqa: E402  (same device/precision rules)
+from runtime import DTYPES, Dist, autocast, resolve_device, resolve_dtype  # noqa: E402  (same rules as train.py)
 
 DEFAULTS = dict(
     out_dir="out",  # reads out_dir/model.pt ...
@@ -35,6 +35,8 @@ DEFAULTS = dict(
     dtype="auto",
     compile=False,
     use_kv_cache=True,
+    threads=1,  # CPU threads; 0 = PyTorch's default (one per core). Batch-1 decoding of a small model is a chain of
+    # small matmuls, where thread hand-offs cost more than they save: 1 thread was the fastest measured (README)
     out="",  # also write the samples to this file (atomically)
 )
 SEPARATOR = "\n---------------\n"
@@ -116,7 +118,11 @@ def main(argv=None, tokenizer=None):
             raise SystemExit(f"error: --{key} must be {rule}, got {cfg[key]!r}")
     if cfg["dtype"] not in ("auto", *DTYPES):
         raise SystemExit(f"error: --dtype must be one of auto, {', '.join(DTYPES)}, got {cfg['dtype']!r}")
+    if cfg["threads"] < 0:
+        raise SystemExit(f"error: --threads must be >= 0 (0 = one per core), got {cfg['threads']}")
     device = resolve_device(cfg["device"], Dist())
+    if device.type == "cpu" and cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
     path = Path(cfg["ckpt"]) if cfg["ckpt"] else Path(cfg["out_dir"]) / ckpt_io.MODEL_FILE
     try:
         model, ckpt = ckpt_io.load_model(path, device)

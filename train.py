@@ -14,13 +14,17 @@ Resume an interrupted run (same batches and random numbers as if it had never st
 gradient_accumulation_steps is the global number of micro-batches per optimizer step (as in nanoGPT): under DDP each
 rank does gradient_accumulation_steps / world_size of them, so tokens per iteration do not depend on the GPU count.
 Writes out_dir/model.pt (weights), best_model.pt (best val loss), train_state.pt (weights + optimizer etc.: all that
-resuming reads), log.txt and metrics.jsonl. A scratch run into an out_dir that holds an earlier run removes that
-run's metrics.jsonl, train_state.pt, model.pt and best_model.pt first. Ctrl-C (or SIGTERM) saves a checkpoint and exits.
+resuming reads), log.txt and metrics.jsonl. A run ends with an evaluation over the whole validation split (exact bits
+per byte, see evaluate.py): its metrics.jsonl record has "final": true. A scratch run into an out_dir that holds an
+earlier run first moves that run's files into out_dir/previous/ (replacing an older previous/ only when there is a
+trained model to put there), so nothing trained is lost and the new metrics start empty.
+Ctrl-C (or SIGTERM) saves a checkpoint and exits; a second Ctrl-C kills at once.
 """
 
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -33,9 +37,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checkpoint as ckpt_io  # noqa: E402
+from common import sweep_stale_temp_files  # noqa: E402
 from configurator import configure  # noqa: E402
-from dataloader import BatchSampler, DataError  # noqa: E402
-from model import GPT, GPTConfig, POS_ENCODINGS, device_peak_flops  # noqa: E402
+from dataloader import BatchSampler, DataError, Prefetcher  # noqa: E402
+from evaluate import EvalError, LossSum, load_token_bytes, sampled_loss, split_loss  # noqa: E402
+from model import GPT, GPTConfig, POS_ENCODINGS  # noqa: E402
+from runtime import DTYPES, Dist, autocast, device_peak_flops, resolve_device, resolve_dtype  # noqa: E402
+from schedule import get_lr, micro_batches  # noqa: E402
 
 DEFAULTS = dict(
     # I/O
@@ -51,6 +59,11 @@ DEFAULTS = dict(
     gradient_accumulation_steps=1,  # global micro-batches per optimizer step (divided among DDP ranks)
     batch_size=12,  # micro-batch size per rank
     block_size=256,
+    # linear batch-size ramp: tokens per optimizer step grow from batch_ramp_start of the full batch to all of it
+    # over the first batch_ramp_tokens tokens (via fewer accumulated micro-batches; 0 = off). With a ramp,
+    # max_iters, warmup_iters and lr_decay_iters count full-batch iterations' worth of tokens (see schedule.py).
+    batch_ramp_tokens=0,
+    batch_ramp_start=0.25,
     # model
     n_layer=6,
     n_head=6,
@@ -72,15 +85,15 @@ DEFAULTS = dict(
     min_lr=6e-5,
     # system
     device="auto",  # auto = cuda > mps > cpu; or cpu, cuda, cuda:1, mps
-    dtype="auto",  # auto = bfloat16 where supported, float16 (+ GradScaler) on older CUDA, float32 on CPU/MPS
+    dtype="auto",  # auto = bfloat16 where the GPU runs it natively, else float16 (+ GradScaler); float32 on CPU/MPS
     compile=False,  # torch.compile the model
     seed=1337,
-    peak_flops=0.0,  # device peak FLOP/s for MFU; 0 = look it up (model.PEAK_FLOPS)
+    peak_flops=0.0,  # device peak FLOP/s for MFU; 0 = look it up (runtime.PEAK_FLOPS)
 )
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-NAN_TEST_ENV = "SOLGPT_TEST_NAN_ITER"  # tests only: make the loss of this iteration NaN
-NAN_GRAD_TEST_ENV = "SOLGPT_TEST_NAN_GRAD_ITER"  # tests only: make a gradient of this iteration NaN (loss finite)
+NON_SHAPE_KEYS = ("dropout",)  # model_args a resume may change; all others fix the shape of the trained weights
+PREVIOUS_DIR = "previous"  # where a scratch run puts the earlier run it finds in out_dir
+RUN_FILES = ("metrics.jsonl", "log.txt", ckpt_io.STATE_FILE, ckpt_io.MODEL_FILE, ckpt_io.BEST_FILE)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -110,63 +123,18 @@ def validate_config(cfg):
     need(cfg["dtype"] in ("auto", *DTYPES), f"--dtype must be one of auto, {', '.join(DTYPES)}, got {cfg['dtype']!r}")
     need(cfg["pos_encoding"] in POS_ENCODINGS,
          f"--pos_encoding must be one of {', '.join(POS_ENCODINGS)}, got {cfg['pos_encoding']!r}")
+    need(cfg["batch_ramp_tokens"] >= 0, f"--batch_ramp_tokens must be >= 0 (0 = off), got {cfg['batch_ramp_tokens']}")
+    need(0 < cfg["batch_ramp_start"] <= 1, f"--batch_ramp_start must be in (0, 1], got {cfg['batch_ramp_start']}")
+    need(cfg["batch_ramp_tokens"] == 0 or cfg["gradient_accumulation_steps"] > 1,
+         "--batch_ramp_tokens ramps the number of accumulated micro-batches: it needs "
+         "--gradient_accumulation_steps > 1 (use more, smaller micro-batches)")
 
 
-class Dist:
-    """Where this process stands in a torchrun job (a single process is rank 0 of 1)."""
-
-    def __init__(self):
-        self.enabled = int(os.environ.get("RANK", -1)) != -1
-        self.rank = int(os.environ.get("RANK", 0))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        self.world_size = int(os.environ.get("WORLD_SIZE", 1))
-        self.master = self.rank == 0
-
-
-def resolve_device(pref, dist_info):
-    if pref == "auto":
-        if torch.cuda.is_available():
-            pref = "cuda"
-        elif torch.backends.mps.is_available():
-            pref = "mps"
-        else:
-            pref = "cpu"
-    try:
-        device = torch.device(pref)
-    except RuntimeError:
-        raise SystemExit(f"error: --device={pref} is not a device (use auto, cpu, cuda, cuda:N or mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device=cuda but CUDA is not available here; use --device=cpu or auto")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise SystemExit("error: --device=mps but MPS is not available here; use --device=cpu or auto")
-    if device.type == "cuda" and dist_info.enabled:
-        device = torch.device("cuda", dist_info.local_rank)  # one GPU per rank
-    return device
-
-
-def resolve_dtype(pref, device):
-    if pref != "auto":
-        return DTYPES[pref]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32  # CPU autocast is slower than fp32 for training; MPS bf16 support varies by OS version
-
-
-def autocast(device, dtype):
-    return nullcontext() if dtype == torch.float32 else torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def get_lr(it, cfg):
-    """Linear warmup, then cosine decay from learning_rate to min_lr at lr_decay_iters, then min_lr."""
-    if not cfg["decay_lr"]:
-        return cfg["learning_rate"]
-    if it < cfg["warmup_iters"]:
-        return cfg["learning_rate"] * (it + 1) / (cfg["warmup_iters"] + 1)
-    if it >= cfg["lr_decay_iters"]:
-        return cfg["min_lr"]
-    ratio = (it - cfg["warmup_iters"]) / max(1, cfg["lr_decay_iters"] - cfg["warmup_iters"])
-    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
-    return cfg["min_lr"] + coeff * (cfg["learning_rate"] - cfg["min_lr"])
+def explicit_keys(cfg, argv):
+    """Keys the user set: on the command line, or to a non-default value in a config file."""
+    argv = sys.argv[1:] if argv is None else argv
+    given = {a[2:].partition("=")[0] for a in argv if a.startswith("--")}
+    return given | {k for k, v in cfg.items() if v != DEFAULTS.get(k)}
 
 
 def model_args_from(cfg, vocab_size):
@@ -179,11 +147,11 @@ def model_args_from(cfg, vocab_size):
 # one optimizer step
 
 
-def accumulate_gradients(model, batches, ctx, scaler, n_micro, nan_at_micro=None):
+def accumulate_gradients(model, batches, ctx, scaler, n_micro):
     """Forward/backward over n_micro (x, y) micro-batches; .grad ends up holding the gradient of their mean loss.
     Each loss is divided by n_micro, so k micro-batches give the gradient of one k-times larger batch.
     Under DDP the gradient all-reduce runs only on the last micro-batch (no_sync before it).
-    Returns the mean loss (detached tensor)."""
+    Returns the mean loss (detached tensor, still on the device: reading it would wait for the GPU)."""
     total = 0.0
     for micro in range(n_micro):
         x, y = next(batches)
@@ -192,8 +160,6 @@ def accumulate_gradients(model, batches, ctx, scaler, n_micro, nan_at_micro=None
         with sync:
             with ctx:
                 _, loss = model(x, y)
-            if nan_at_micro == micro:
-                loss = loss * float("nan")
             loss = loss / n_micro
             scaler.scale(loss).backward()
         total = total + loss.detach().float()
@@ -201,7 +167,7 @@ def accumulate_gradients(model, batches, ctx, scaler, n_micro, nan_at_micro=None
 
 
 def clip_and_norm(model, optimizer, scaler, grad_clip):
-    """Unscale (fp16), clip, and return the global gradient norm before clipping."""
+    """Unscale (fp16), clip, and return the global gradient norm before clipping (a device tensor)."""
     scaler.unscale_(optimizer)
     max_norm = grad_clip if grad_clip > 0 else float("inf")
     return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
@@ -230,21 +196,23 @@ def ranks_agree(model):
     return bool(torch.equal(lo, hi))
 
 
-@torch.no_grad()
-def evaluate(model, sampler, eval_iters, ctx, dist_info):
-    """Mean loss per split over eval_iters fixed batches per rank, averaged over ranks."""
-    model.eval()
+def sampled_losses(model, sampler, eval_iters, ctx, token_bytes, dist_info):
+    """Periodic evaluation: a LossSum per split over eval_iters fixed batches per rank, summed over ranks."""
     out = {}
     for split in ("train", "val"):
-        losses = torch.zeros(eval_iters)
-        for k in range(eval_iters):
-            x, y = sampler.get_batch(split, index=k)
-            with ctx:
-                _, loss = model(x, y)
-            losses[k] = loss.item()
-        out[split] = agree([losses.mean().item()], dist_info)[0] / dist_info.world_size
-    model.train()
+        batches = (sampler.get_batch(split, index=k) for k in range(eval_iters))
+        out[split] = LossSum(*agree(sampled_loss(model, batches, ctx, token_bytes).as_list(), dist_info))
     return out
+
+
+def whole_val_loss(model, sampler, ctx, token_bytes, device, dist_info):
+    """Final evaluation: the LossSum of every window of the whole val split (of each dataset of a mixture)."""
+    total = [0.0, 0, 0]
+    for ds in sampler.datasets:
+        part = split_loss(model, ds.splits["val"], sampler.block_size, sampler.batch_size, ctx, token_bytes, device,
+                          dist_info.rank, dist_info.world_size, progress=dist_info.master)
+        total = [a + b for a, b in zip(total, part.as_list())]
+    return LossSum(*agree(total, dist_info))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -302,6 +270,31 @@ def trim_metrics(path, iter_num, keep_eval_at_iter=True):
     ckpt_io.atomic_write(path, lambda f: f.write("".join(k + "\n" for k in kept).encode()))
 
 
+def set_aside_earlier_run(out_dir):
+    """A scratch run must neither append to an earlier run's metrics nor leave its train state for a later resume,
+    and must not lose a trained model before it has one of its own: the earlier run's files move, together, into
+    out_dir/previous/ (one rename each). An older previous/ is replaced only when there is a checkpoint to put in
+    its place; an earlier run that never saved one leaves only its logs, which are removed.
+    Returns a line for the log, or None when out_dir held no earlier run."""
+    out_dir = Path(out_dir)
+    present = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if not present:
+        return None
+    if not any(name in (ckpt_io.STATE_FILE, ckpt_io.MODEL_FILE, ckpt_io.BEST_FILE) for name in present):
+        for name in present:
+            (out_dir / name).unlink()
+        return f"scratch run: removed {', '.join(present)} of an earlier run that saved no checkpoint"
+    staging = out_dir / f".{PREVIOUS_DIR}.tmp{os.getpid()}"  # complete before it replaces previous/
+    staging.mkdir()
+    for name in present:
+        os.replace(out_dir / name, staging / name)
+    previous = out_dir / PREVIOUS_DIR
+    if previous.exists():
+        shutil.rmtree(previous)
+    os.replace(staging, previous)
+    return f"scratch run: moved the earlier run's {', '.join(present)} to {previous}"
+
+
 def rng_state(device):
     state = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
@@ -323,16 +316,29 @@ def load_resume(out_dir):
         raise SystemExit(f"error: cannot resume: {e}") from None
 
 
-def resume_model_args(cfg, weights, meta):
-    """The checkpoint's model shape wins over the command line's (as in nanoGPT); the data must match it."""
-    if weights.get("tokenizer_hash") != meta["tokenizer_hash"]:
-        raise SystemExit(f"error: cannot resume: the checkpoint was trained with tokenizer {weights.get('tokenizer')} "
-                         f"but --dataset={cfg['dataset']} uses {meta['tokenizer']} (hashes differ)")
-    model_args = dict(weights["model_args"])
-    if model_args["block_size"] != cfg["block_size"]:
-        raise SystemExit(f"error: cannot resume with --block_size={cfg['block_size']}: the checkpoint has "
-                         f"block_size {model_args['block_size']}")
+def resume_model_args(cfg, state, explicit):
+    """The checkpoint's model shape, with the non-shape keys (dropout) the user set applied. A shape key the user
+    set to another value is refused: the trained weights cannot take it. cfg is updated to what this run uses, so
+    the config saved in the next checkpoint is the truth."""
+    model_args = dict(state["model_args"])
+    for key, saved in model_args.items():
+        if key not in cfg:
+            continue  # vocab_size: from the data
+        if key in NON_SHAPE_KEYS:
+            if key in explicit:
+                model_args[key] = cfg[key]
+        elif key in explicit and cfg[key] != saved:
+            raise SystemExit(f"error: cannot resume with --{key}={cfg[key]}: the checkpoint's model has {key}={saved!r}, "
+                             f"and a trained model's shape cannot change; drop --{key}, or train from scratch in "
+                             f"another --out_dir")
+        cfg[key] = model_args[key]
     return model_args
+
+
+def check_resume_tokenizer(cfg, state, meta):
+    if state.get("tokenizer_hash") != meta["tokenizer_hash"]:
+        raise SystemExit(f"error: cannot resume: the checkpoint was trained with tokenizer {state.get('tokenizer')} "
+                         f"but --dataset={cfg['dataset']} uses {meta['tokenizer']} (hashes differ)")
 
 
 def load_data(cfg, dist_info, device):
@@ -360,28 +366,45 @@ def weights_finite(model):
 
 
 class StopRequest:
-    """SIGINT/SIGTERM only set a flag; the loop saves and exits between steps, never in the middle of a write."""
+    """While active, SIGINT/SIGTERM only set a flag: the loop saves and exits between steps, never in the middle of
+    a write. The first signal restores the default handlers, so a second Ctrl-C kills a run that hangs (the
+    checkpoints are written atomically, so even that loses nothing already saved)."""
 
-    def __init__(self):
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self):
         self.signum = 0
-        signal.signal(signal.SIGINT, self._handler)
-        signal.signal(signal.SIGTERM, self._handler)
+        self.previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
     def _handler(self, signum, frame):
         self.signum = signum
+        for s in self.SIGNALS:
+            signal.signal(s, signal.SIG_DFL)
+
+
+def checks_every_step(device, dist_info):
+    """Whether the non-finite guard reads the loss on the host every step (see Trainer)."""
+    return device.type != "cuda" or dist_info.enabled
 
 
 class Trainer:
     """One training run: the model, optimizer and data, the loop, evaluation, logging and checkpoints.
     A fine-tuning script can reuse it with its own data or model (build one, then call run())."""
 
-    def __init__(self, cfg, dist_info, device, dtype, sampler, model, model_args):
+    def __init__(self, cfg, dist_info, device, dtype, sampler, model, model_args, token_bytes):
         self.cfg, self.dist, self.device, self.dtype, self.sampler = cfg, dist_info, device, dtype, sampler
         self.meta = sampler.meta
         self.model, self.model_args = model, model_args
+        self.token_bytes = token_bytes.to(device)
         self.ctx = autocast(device, dtype)
-        self.n_micro = cfg["gradient_accumulation_steps"] // dist_info.world_size
-        self.tokens_per_iter = self.n_micro * dist_info.world_size * cfg["batch_size"] * cfg["block_size"]
+        self.tokens_per_micro = cfg["batch_size"] * cfg["block_size"]
+        self.tokens_per_full_iter = cfg["gradient_accumulation_steps"] * self.tokens_per_micro
+        self.max_tokens = cfg["max_iters"] * self.tokens_per_full_iter
         torch.manual_seed(cfg["seed"] + dist_info.rank)  # dropout masks differ between ranks
         self.optimizer = model.configure_optimizer(cfg["weight_decay"], cfg["learning_rate"],
                                                    (cfg["beta1"], cfg["beta2"]), device.type)
@@ -392,11 +415,25 @@ class Trainer:
             self.run_model = DDP(self.eval_model, device_ids=[device.index] if device.type == "cuda" else None)
         self.peak_flops = cfg["peak_flops"] or device_peak_flops(device)
         self.out_dir = Path(cfg["out_dir"])
-        self.iter_num, self.start_iter, self.resumed = 0, 0, False
+        self.iter_num, self.resumed = 0, False
         self.evaluated = False  # whether iteration iter_num has been evaluated (stored in train_state.pt)
+        self.final_evaluated = False  # whether that evaluation was the final one (whole val split)
         self.best_val_loss = float("inf")
-        self.batches = iter(lambda: sampler.get_batch("train"), None)
+        self.batches = Prefetcher(sampler)
+        # Reading a loss or norm on the host waits for the GPU and leaves it idle until the next step is queued.
+        # On CPU that costs nothing, and DDP ranks must agree every step (stop requests); a single GPU instead
+        # keeps the iteration of the first non-finite loss / gradient norm on the device and looks at log_interval
+        # and before every evaluation or checkpoint (which also refuses non-finite weights).
+        self.check_every_step = checks_every_step(device, dist_info)
+        self.first_bad = torch.full((2,), -1, dtype=torch.long, device=device)
+        self.notes = []  # lines for the log, from before it is open
         self.log = None
+
+    def tokens_seen(self):
+        return self.batches.consumed() * self.tokens_per_micro
+
+    def finished(self):
+        return self.tokens_seen() >= self.max_tokens
 
     def restore(self, state):
         try:
@@ -404,14 +441,22 @@ class Trainer:
         except DataError as e:
             raise SystemExit(f"error: cannot resume: {e}") from None
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.iter_num = self.start_iter = state["iter_num"]
+        if self.scaler.is_enabled() and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        elif self.scaler.is_enabled() or state["scaler"]:  # the dtype changed (e.g. an fp32 run resumed in fp16)
+            self.notes.append(f"--dtype differs from the checkpoint's: the float16 loss scale "
+                              f"{'starts fresh' if self.scaler.is_enabled() else 'is not used'}")
+        self.iter_num = state["iter_num"]
         self.best_val_loss = state["best_val_loss"]
         self.evaluated = bool(state["evaluated"])
+        self.final_evaluated = bool(state.get("final_evaluated", False))
         self.resumed = True
         if self.dist.master:
             set_rng_state(state["rng"], self.device)
-            trim_metrics(self.out_dir / "metrics.jsonl", self.iter_num, keep_eval_at_iter=self.evaluated)
+            # a run stopped at its end but not finally evaluated gets the final evaluation now, which replaces
+            # the record of any periodic one at that iteration
+            keep = self.evaluated and (self.final_evaluated or not self.finished())
+            trim_metrics(self.out_dir / "metrics.jsonl", self.iter_num, keep_eval_at_iter=keep)
         else:  # only rank 0's RNG is saved; the others get a fresh but reproducible stream
             torch.manual_seed(self.cfg["seed"] + self.dist.rank + 1000 * self.iter_num)
 
@@ -432,8 +477,9 @@ class Trainer:
         state = {
             **{k: v for k, v in weights.items() if k != "val_loss"},
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-            "rng": rng_state(self.device), "sampler": self.sampler.state_dict(),
-            "best_val_loss": self.best_val_loss, "evaluated": self.evaluated, "config": dict(self.cfg),
+            "rng": rng_state(self.device), "sampler": self.batches.state_dict(),
+            "best_val_loss": self.best_val_loss, "evaluated": self.evaluated, "final_evaluated": self.final_evaluated,
+            "config": dict(self.cfg),
         }
         ckpt_io.atomic_torch_save(state, self.out_dir / ckpt_io.STATE_FILE)
         ckpt_io.atomic_torch_save(weights, self.out_dir / ckpt_io.MODEL_FILE)
@@ -442,113 +488,149 @@ class Trainer:
         return True
 
     def evaluate_and_save(self, final=False):
-        """Returns False when the losses are not finite (nothing saved: the run must stop)."""
-        losses = evaluate(self.eval_model, self.sampler, self.cfg["eval_iters"], self.ctx, self.dist)
-        bpb = losses["val"] / math.log(2) / self.sampler.bytes_per_token("val")
+        """Periodic evaluation (a few fixed batches; exact bits per byte of their targets), or with final=True also
+        the whole val split, whose loss and bpb the record then reports (the sampled ones beside them).
+        Returns False when the losses are not finite (nothing saved: the run must stop)."""
+        losses = sampled_losses(self.eval_model, self.sampler, self.cfg["eval_iters"], self.ctx, self.token_bytes,
+                                self.dist)
+        train, val = losses["train"], losses["val"]
         it = self.iter_num
-        self.evaluated = True
-        self.log.info(f"eval {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, val bpb {bpb:.4f}")
-        self.log.metrics({"iter": it, "train_loss": losses["train"], "val_loss": losses["val"], "val_bpb": bpb,
-                          "tokens": it * self.tokens_per_iter})
-        if not (math.isfinite(losses["val"]) and math.isfinite(losses["train"])):
+        record = {"iter": it, "train_loss": train.loss, "val_loss": val.loss, "val_bpb": val.bpb,
+                  "tokens": self.tokens_seen()}
+        line = f"eval {it}: train loss {train.loss:.4f}, val loss {val.loss:.4f}, val bpb {val.bpb:.4f}"
+        if final:
+            whole = whole_val_loss(self.eval_model, self.sampler, self.ctx, self.token_bytes, self.device, self.dist)
+            record.update(val_loss=whole.loss, val_bpb=whole.bpb, sampled_val_loss=val.loss, sampled_val_bpb=val.bpb,
+                          val_tokens=whole.tokens, val_bytes=whole.bytes, final=True)
+            line = (f"final eval {it}: whole val split ({whole.tokens:,} tokens, {whole.bytes:,} bytes): val loss "
+                    f"{whole.loss:.4f}, val bpb {whole.bpb:.4f}; sampled: train loss {train.loss:.4f}, "
+                    f"val loss {val.loss:.4f}, val bpb {val.bpb:.4f}")
+        self.evaluated, self.final_evaluated = True, final
+        self.log.info(line)
+        self.log.metrics(record)
+        if not all(math.isfinite(record[k]) for k in ("train_loss", "val_loss")):
             self.log.error(f"error: evaluation loss is not finite at iter {it}; stopped without saving, so "
                            f"{self.out_dir} keeps the last good checkpoint")
             return False
-        improved = it > 0 and losses["val"] < self.best_val_loss  # iter 0 is the untrained model
+        improved = it > 0 and val.loss < self.best_val_loss  # iter 0 is the untrained model
         if improved:
-            self.best_val_loss = losses["val"]
+            self.best_val_loss = val.loss
         if it > 0 and (final or improved or self.cfg["always_save_checkpoint"]):
-            if not self.save(losses["val"], best=improved):
+            if not self.save(record["val_loss"], best=improved):
                 return False
             self.log.info(f"saved checkpoint to {self.out_dir} (iter {it})")
         return True
 
     # -- the loop ------------------------------------------------------------------------------------------------
 
-    def step(self, lr, stop, nan_iter=-1, nan_grad_iter=-1):
-        """One optimizer step. Returns (mean loss over ranks, grad norm, stop requested on any rank, ok).
-        ok is False, and the optimizer never touches the weights, for a non-finite loss, or a non-finite gradient
-        norm without a GradScaler (with fp16's scaler an overflow is routine: the scaler skips the step itself)."""
+    def step(self, lr, n_micro, stop):
+        """One optimizer step over n_micro micro-batches of this rank.
+        Returns (loss, grad norm, stop requested on any rank, ok); loss and norm are device tensors unless checked
+        every step. ok is False, and the optimizer never touches the weights, for a non-finite loss, or a non-finite
+        gradient norm without a GradScaler (with fp16's scaler an overflow is routine: the scaler skips the step)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss = accumulate_gradients(self.run_model, self.batches, self.ctx, self.scaler, self.n_micro,
-                                    nan_at_micro=0 if self.iter_num == nan_iter else None)
-        if self.iter_num == nan_grad_iter:
-            next(self.model.parameters()).grad.fill_(float("nan"))
-        grad_norm = float(clip_and_norm(self.run_model, self.optimizer, self.scaler, self.cfg["grad_clip"]))
-        loss_sum, stop_votes, bad_norms = agree(
-            [loss.item(), float(stop.signum != 0), float(not math.isfinite(grad_norm))], self.dist)
-        loss_value = loss_sum / self.dist.world_size
-        ok = math.isfinite(loss_value) and (self.scaler.is_enabled() or bad_norms == 0)
+        loss = accumulate_gradients(self.run_model, self.batches, self.ctx, self.scaler, n_micro)
+        grad_norm = clip_and_norm(self.run_model, self.optimizer, self.scaler, self.cfg["grad_clip"])
+        stop_requested, ok = stop.signum != 0, True
+        if self.check_every_step:
+            loss_sum, stop_votes, bad_norms = agree(
+                [loss.item(), float(stop_requested), float(not torch.isfinite(grad_norm))], self.dist)
+            loss, grad_norm, stop_requested = loss_sum / self.dist.world_size, float(grad_norm), stop_votes > 0
+            ok = math.isfinite(loss) and (self.scaler.is_enabled() or bad_norms == 0)
+        else:
+            bad = torch.stack([~torch.isfinite(loss), ~torch.isfinite(grad_norm) & (not self.scaler.is_enabled())])
+            self.first_bad = torch.where(bad & (self.first_bad < 0), self.iter_num, self.first_bad)
         if ok:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.iter_num += 1
-            self.evaluated = False
+            self.evaluated = self.final_evaluated = False
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_value, grad_norm, stop_votes > 0, ok
+        return loss, grad_norm, stop_requested, ok
 
-    def log_step(self, it, loss, lr, grad_norm, dt):
-        mfu = self.model.estimate_mfu(self.tokens_per_iter, dt, self.peak_flops * self.dist.world_size)
+    def finite_so_far(self):
+        """Deferred guard (single GPU): False, after saying where, once a loss or gradient norm was non-finite."""
+        if self.check_every_step:
+            return True
+        bad_loss, bad_norm = self.first_bad.tolist()
+        if bad_loss < 0 and bad_norm < 0:
+            return True
+        what, it = ("loss", bad_loss) if bad_norm < 0 or 0 <= bad_loss <= bad_norm else ("gradient norm", bad_norm)
+        self.log.error(f"error: {what} is not finite at iter {it}; stopped without saving, so {self.out_dir} "
+                       f"keeps the last good checkpoint (try a lower --learning_rate, or check the data)")
+        return False
+
+    def start_timing(self):
+        self.timing = (time.perf_counter(), self.iter_num, self.tokens_seen())
+
+    def log_step(self, it, loss, lr, grad_norm, n_micro):
+        """One log line and record; speed is averaged over the iterations since the last one (on a GPU the host runs
+        ahead of the device between the syncs of these lines, so a single step's wall time would mean nothing)."""
+        loss, grad_norm = float(loss), float(grad_norm)
+        t0, it0, tokens0 = self.timing
+        dt = (time.perf_counter() - t0) / max(1, self.iter_num - it0)
+        tokens_per_iter = (self.tokens_seen() - tokens0) / max(1, self.iter_num - it0)
+        mfu = self.model.estimate_mfu(tokens_per_iter, dt, self.peak_flops * self.dist.world_size)
         self.log.info(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, grad norm {grad_norm:.3f}, {dt * 1000:.1f}ms, "
-                      f"{self.tokens_per_iter / dt:,.0f} tok/s, mfu {mfu * 100:.2f}%")
-        record = {"iter": it, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                  "tokens": self.iter_num * self.tokens_per_iter, "dt_ms": dt * 1000,
-                  "tok_per_s": self.tokens_per_iter / dt, "mfu": mfu}
+                      f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu * 100:.2f}%")
+        record = {"iter": it, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": self.tokens_seen(),
+                  "micro_batches": n_micro, "dt_ms": dt * 1000, "tok_per_s": tokens_per_iter / dt, "mfu": mfu}
         if self.device.type == "cuda":
             record["peak_mem_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         self.log.metrics(record)
+        self.start_timing()
 
     def run(self):
         """Train to max_iters; returns the process exit code (0 done, 1 non-finite loss, 128+signal stopped)."""
-        cfg = self.cfg
-        removed = [] if self.resumed or not self.dist.master else self.remove_old_run()
+        if self.dist.master:
+            swept = sweep_stale_temp_files(self.out_dir)
+            if swept:
+                self.notes.append(f"removed {len(swept)} temp file(s) of interrupted writes: {', '.join(swept)}")
+            moved = None if self.resumed else set_aside_earlier_run(self.out_dir)
+            if moved:
+                self.notes.append(moved)
         self.log = RunLog(self.out_dir, self.dist.master)  # opened after restore(), whose trimming replaces the file
         try:
-            if removed:
-                self.log.info(f"scratch run: removed the earlier run's {', '.join(removed)} from {self.out_dir}")
-            return self._loop(cfg, StopRequest(), int(os.environ.get(NAN_TEST_ENV, -1)),
-                              int(os.environ.get(NAN_GRAD_TEST_ENV, -1)))
+            for line in self.notes:
+                self.log.info(line)
+            with StopRequest() as stop:
+                return self._loop(self.cfg, stop)
         finally:
             self.log.close()
 
-    def remove_old_run(self):
-        """A scratch run must not append to an earlier run's metrics, leave its state for a later resume, or leave its
-        weights beside the new run's (a stale best_model.pt would be sampled as if it were this run's)."""
-        removed = []
-        for name in ("metrics.jsonl", ckpt_io.STATE_FILE, ckpt_io.MODEL_FILE, ckpt_io.BEST_FILE):
-            path = self.out_dir / name
-            if path.exists():
-                path.unlink()
-                removed.append(name)
-        return removed
-
-    def _loop(self, cfg, stop, nan_iter, nan_grad_iter):
+    def _loop(self, cfg, stop):
         self.log.info(f"device {self.device}, dtype {str(self.dtype).replace('torch.', '')}, "
                       f"{self.dist.world_size} process(es), "
-                      f"{self.model.get_num_params() / 1e6:.2f}M parameters, {self.tokens_per_iter:,} tokens/iter, "
+                      f"{self.model.get_num_params() / 1e6:.2f}M parameters, {self.tokens_per_full_iter:,} tokens/iter, "
                       f"dataset {cfg['dataset']} ({self.meta['tokenizer']} tokenizer, vocab {self.meta['vocab_size']})")
         if self.resumed:
             self.log.info(f"resuming from {self.out_dir} at iter {self.iter_num}")
-            if self.iter_num >= cfg["max_iters"]:
-                self.log.info(f"already at iter {self.iter_num} >= max_iters {cfg['max_iters']}: nothing to do")
+            if self.finished() and self.final_evaluated:
+                self.log.info(f"already at iter {self.iter_num}, past max_iters {cfg['max_iters']}, and evaluated: "
+                              f"nothing to do")
                 return 0
-        while self.iter_num < cfg["max_iters"]:
+        ws = self.dist.world_size
+        self.start_timing()
+        while not self.finished():
             it = self.iter_num
             if it % cfg["eval_interval"] == 0 and not self.evaluated:  # (a resumed checkpoint may hold it already)
-                if not self.evaluate_and_save():
+                if not (self.finite_so_far() and self.evaluate_and_save()):
                     return 1
-            lr = get_lr(it, cfg)
-            t0 = time.perf_counter()
-            loss, grad_norm, stop_requested, ok = self.step(lr, stop, nan_iter, nan_grad_iter)
-            dt = time.perf_counter() - t0
+                self.start_timing()
+            tokens = self.tokens_seen()
+            n_micro = micro_batches(tokens, cfg, ws) // ws
+            lr = get_lr(tokens / self.tokens_per_full_iter, cfg)
+            loss, grad_norm, stop_requested, ok = self.step(lr, n_micro, stop)
             if not ok:
                 what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {grad_norm}"
                 self.log.error(f"error: {what} at iter {it}; stopped without saving, so {self.out_dir} "
                                f"keeps the last good checkpoint (try a lower --learning_rate, or check the data)")
                 return 1
-            if it % cfg["log_interval"] == 0 or self.iter_num == cfg["max_iters"]:
-                self.log_step(it, loss, lr, grad_norm, dt)
+            if it % cfg["log_interval"] == 0 or self.finished() or stop_requested:
+                if not self.finite_so_far():
+                    return 1
+                self.log_step(it, loss, lr, grad_norm, n_micro * ws)
             if stop_requested:
                 signum = stop.signum or signal.SIGTERM  # another rank was signalled
                 if not self.save():
@@ -556,8 +638,9 @@ class Trainer:
                 self.log.info(f"stopped by {signal.Signals(signum).name} at iter {self.iter_num}: checkpoint saved "
                               f"to {self.out_dir}; continue with --init_from=resume")
                 return 128 + signum
-        if not self.evaluated and not self.evaluate_and_save(final=True):
-            return 1
+        if not self.final_evaluated:
+            if not (self.finite_so_far() and self.evaluate_and_save(final=True)):
+                return 1
         if self.dist.enabled:
             if not ranks_agree(self.model):
                 self.log.error(f"error: the {self.dist.world_size} ranks ended with different weights")
@@ -573,6 +656,7 @@ class Trainer:
 def main(argv=None):
     cfg = configure(DEFAULTS, argv, "train.py", __doc__)
     validate_config(cfg)
+    explicit = explicit_keys(cfg, argv)
     dist_info = Dist()
     device = resolve_device(cfg["device"], dist_info)
     if dist_info.enabled:
@@ -583,7 +667,7 @@ def main(argv=None):
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     try:
-        code = train(cfg, dist_info, device)
+        code = train(cfg, dist_info, device, explicit)
         if dist_info.enabled:
             dist.barrier()  # no rank tears down its process group while another still uses it
         return code
@@ -592,20 +676,26 @@ def main(argv=None):
             dist.destroy_process_group()
 
 
-def train(cfg, dist_info, device):
+def train(cfg, dist_info, device, explicit=()):
     dtype = resolve_dtype(cfg["dtype"], device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores: much faster, loss unchanged
         torch.backends.cudnn.allow_tf32 = True
-    sampler = load_data(cfg, dist_info, device)
     state = None
     if cfg["init_from"] == "resume":
         state = load_resume(cfg["out_dir"])
-        model_args = resume_model_args(cfg, state, sampler.meta)
+        model_args = resume_model_args(cfg, state, explicit)  # before the data: block_size may come from it
+    sampler = load_data(cfg, dist_info, device)
+    if state is not None:
+        check_resume_tokenizer(cfg, state, sampler.meta)
     else:
         model_args = model_args_from(cfg, sampler.meta["vocab_size"])
+    try:
+        token_bytes = load_token_bytes(sampler.meta, model_args["vocab_size"])
+    except EvalError as e:
+        raise SystemExit(f"error: {e}") from None
     model = build_model(model_args, state, device, cfg["seed"])
-    trainer = Trainer(cfg, dist_info, device, dtype, sampler, model, model_args)
+    trainer = Trainer(cfg, dist_info, device, dtype, sampler, model, model_args, token_bytes)
     if state is not None:
         trainer.restore(state)
     return trainer.run()

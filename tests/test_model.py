@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from model import GPT, GPTConfig, KVCache, device_peak_flops, sample_next
+from model import GPT, GPTConfig, KVCache, sample_next
+from runtime import device_peak_flops
 
 
 def tiny_model(block_size=32, vocab_size=64, seed=0):
@@ -87,18 +88,27 @@ def test_temperature_zero_is_argmax():
 
 
 def test_top_k_keeps_only_k_most_likely():
-    logits = torch.tensor([[2.0, 1.9, 1.8, 1.7, 1.6, -5.0]])
-    assert draws(logits, top_k=2) == {0, 1}
-    assert draws(logits) == {0, 1, 2, 3, 4, 5} or len(draws(logits)) >= 5
+    # unsorted: the k best are ids 4 and 1, which only the gather back through topk's indices returns
+    logits = torch.tensor([[1.7, 1.9, -5.0, 1.6, 2.0, 1.8]])
+    assert draws(logits, top_k=2) == {4, 1}
+    assert draws(logits, top_k=3) == {4, 1, 5}
+    assert len(draws(logits)) >= 5
 
 
 def test_top_p_keeps_smallest_nucleus():
-    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    # unsorted: the nucleus is found in sorted order and must be scattered back to these ids
+    probs = torch.tensor([[0.15, 0.05, 0.5, 0.3]])
     logits = probs.log()
-    assert draws(logits, top_p=0.5) == {0}  # 0.5 alone reaches 0.5
-    assert draws(logits, top_p=0.7) == {0, 1}  # 0.5 + 0.3 = 0.8 >= 0.7
-    assert draws(logits, top_p=0.9) == {0, 1, 2}
+    assert draws(logits, top_p=0.5) == {2}  # 0.5 alone reaches 0.5
+    assert draws(logits, top_p=0.7) == {2, 3}  # 0.5 + 0.3 = 0.8 >= 0.7
+    assert draws(logits, top_p=0.9) == {2, 3, 0}
     assert draws(logits, top_p=1.0) == {0, 1, 2, 3}
+
+
+def test_top_k_then_top_p_on_unsorted_logits():
+    probs = torch.tensor([[0.05, 0.3, 0.02, 0.5, 0.13]])
+    # top_k=3 keeps ids 3, 1, 4 (renormalised 0.54, 0.32, 0.14); top_p=0.8 of those: 3 and 1
+    assert draws(probs.log(), top_k=3, top_p=0.8) == {3, 1}
 
 
 def test_vocab_limit_masks_padding_ids():
@@ -139,11 +149,40 @@ def test_peak_flops_table(monkeypatch):
     assert device_peak_flops("cpu") > 0
 
 
-def test_mfu_is_flops_over_peak():
-    model = tiny_model()
-    fpt = model.flops_per_token()
-    assert model.estimate_mfu(1000, 1.0, fpt * 1000 * 4) == pytest.approx(0.25)
+def test_mfu_by_hand():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=32, vocab_size=64, n_layer=2, n_head=2, n_embd=32, bias=False))
+    # parameters without the position table: tied embedding 64*32 = 2048; per layer ln_1 32 + c_attn 32*96 = 3072
+    # + attn c_proj 1024 + ln_2 32 + c_fc 32*128 = 4096 + mlp c_proj 4096 = 12352, two layers; ln_f 32: 26784
+    assert model.get_num_params() == 26784
+    # PaLM: 6N + 12 * L * H * Q * T = 160704 + 12 * 2 * 2 * 16 * 32 = 185280 FLOPs per token
+    assert model.flops_per_token() == 185280
+    # 1000 tokens in 2 s on a 1 GFLOP/s device: 92.64 MFLOP/s achieved
+    assert model.estimate_mfu(1000, 2.0, 1e9) == pytest.approx(0.09264)
     assert model.estimate_mfu(1000, 1.0, 0) == 0.0
+
+
+def test_per_token_losses_are_the_mean_losses_parts():
+    model = tiny_model()
+    idx = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(5))
+    targets = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(6))
+    logits, mean = model(idx, targets)
+    _, per_token = model(idx, targets, reduction="none")
+    assert per_token.shape == (2, 12)
+    log_probs = torch.log_softmax(logits, dim=-1)
+    torch.testing.assert_close(per_token, -log_probs.gather(-1, targets[..., None])[..., 0])
+    torch.testing.assert_close(per_token.mean(), mean)
+
+
+def test_eot_check_interval_does_not_change_the_result():
+    model = tiny_model()
+    idx = torch.randint(0, 64, (1, 4), generator=torch.Generator().manual_seed(4))
+    free = model.generate(idx, 40, temperature=0)
+    eot = int(free[0, 4 + 5])
+    every = model.generate(idx, 40, temperature=0, eot_token=eot, eot_check_every=1)
+    assert every.size(1) <= 4 + 6 and int(every[0, -1]) == eot  # stopped at the first end-of-text
+    for n in (7, 16, 100):  # as on a GPU, where checking every token would stall it
+        assert torch.equal(model.generate(idx, 40, temperature=0, eot_token=eot, eot_check_every=n), every)
 
 
 def test_kv_cache_dtype_follows_autocast():

@@ -133,3 +133,16 @@ def test_unreadable_prompt_and_bad_checkpoint_args_are_one_line(tmp_path):
     torch.save(bad, tmp_path / "bad_args.pt")
     with pytest.raises(ckpt_io.CheckpointError, match="does not match its model_args"):
         ckpt_io.load_model(tmp_path / "bad_args.pt")
+
+
+def test_thread_count_is_set_on_cpu(tmp_path):
+    ck = write_checkpoint(tmp_path / "model.pt", 257)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        sample.main([f"--ckpt={ck}", "--num_samples=1", "--max_new_tokens=2", "--device=cpu"], tokenizer=ByteTokenizer())
+        assert torch.get_num_threads() == 1  # the default: fastest measured for batch-1 decoding (README)
+        with pytest.raises(SystemExit, match=re.escape("error: --threads must be >= 0 (0 = one per core), got -1")):
+            sample.main([f"--ckpt={ck}", "--threads=-1"], tokenizer=ByteTokenizer())
+    finally:
+        torch.set_num_threads(before)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core_data import make_dataset
-from dataloader import BatchSampler, DataError, parse_mixture
+from dataloader import BatchSampler, DataError, Prefetcher, parse_mixture
 
 
 @pytest.fixture()
@@ -60,14 +60,13 @@ def test_eval_batches_are_fixed_and_leave_training_stream_alone(root):
     assert torch.equal(first, sampler(root).get_batch("train")[0])
 
 
-def test_mixture_weights_and_bytes_per_token(root):
+def test_mixture_weights(root):
     assert parse_mixture("a:3,b:1") == [("a", 0.75), ("b", 0.25)]
     np.full(5000, 7, dtype=np.uint32).tofile(root / "b" / "train.bin")  # b's windows are recognisable
     s = BatchSampler("a:0.7,b:0.3", block_size=16, batch_size=1000, data_root=root)
     x, _ = s.get_batch("train")
     from_b = (x == 7).all(dim=1).float().mean().item()
     assert 0.25 < from_b < 0.35
-    assert s.bytes_per_token("val") == pytest.approx(4.0)
     with pytest.raises(DataError, match="not a number"):
         parse_mixture("a:x")
     with pytest.raises(DataError, match="not a number"):  # a trailing colon is a typo, not the dataset 'a:'
@@ -103,6 +102,29 @@ def test_mixture_bytes_per_token_is_weighted_mean(root):
         pytest.approx(3.5)
     assert BatchSampler("a:0.25,b:0.75", block_size=16, batch_size=1, data_root=root).bytes_per_token("val") == \
         pytest.approx(2.5)
+
+
+def test_every_token_can_be_a_target_including_the_last(root):
+    np.arange(18, dtype=np.uint16).tofile(root / "a" / "val.bin")  # block 16 + 2: windows start at 0 or 1
+    meta = json.loads((root / "a" / "meta.json").read_text())
+    meta["splits"]["val"]["tokens"] = 18
+    (root / "a" / "meta.json").write_text(json.dumps(meta))
+    s = sampler(root)
+    last_targets = {int(t) for k in range(20) for t in s.get_batch("val", index=k)[1][:, -1]}
+    assert last_targets == {16, 17}  # 17, the split's last token, is a target too
+
+
+def test_prefetcher_state_counts_only_batches_handed_out(root):
+    s = sampler(root)
+    batches = Prefetcher(s)
+    handed = [next(batches)[0] for _ in range(3)]
+    state = batches.state_dict()
+    assert state["step"] == 3 and s.step == 4  # one more drawn ahead
+    t = sampler(root)
+    t.load_state_dict(state)
+    resumed = Prefetcher(t)
+    assert torch.equal(next(resumed)[0], next(batches)[0])  # the prefetched batch is redrawn, not skipped
+    assert torch.equal(handed[0], sampler(root).get_batch("train")[0])
 
 
 def test_eval_train_batches_differ_from_training_batches(root):
