@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checkpoint as ckpt_io  # noqa: E402
 from configurator import configure  # noqa: E402
 from dataloader import BatchSampler, DataError  # noqa: E402
+from health import Health  # noqa: E402
 from model import GPT, GPTConfig, POS_ENCODINGS, device_peak_flops  # noqa: E402
 
 DEFAULTS = dict(
@@ -43,6 +44,7 @@ DEFAULTS = dict(
     eval_interval=250,  # evaluate (and checkpoint) every this many iterations
     eval_iters=50,  # batches per split per evaluation
     log_interval=10,
+    health_interval=50,  # every this many iterations, per-layer grad norms and update/weight ratios (health.py); 0 = off
     always_save_checkpoint=True,  # write model.pt at every evaluation; False: only when val loss improves
     init_from="scratch",  # 'scratch' or 'resume' (from out_dir)
     # data
@@ -95,6 +97,7 @@ def validate_config(cfg):
     for key in ("batch_size", "block_size", "n_layer", "n_head", "n_embd", "eval_interval", "eval_iters",
                 "log_interval", "gradient_accumulation_steps"):
         need(cfg[key] > 0, f"--{key} must be > 0, got {cfg[key]}")
+    need(cfg["health_interval"] >= 0, f"--health_interval must be >= 0 (0 = off), got {cfg['health_interval']}")
     need(cfg["max_iters"] >= 0, f"--max_iters must be >= 0, got {cfg['max_iters']}")
     need(cfg["grad_clip"] >= 0, f"--grad_clip must be >= 0 (0 disables clipping), got {cfg['grad_clip']}")
     need(cfg["learning_rate"] > 0, f"--learning_rate must be > 0, got {cfg['learning_rate']}")
@@ -386,6 +389,7 @@ class Trainer:
         self.optimizer = model.configure_optimizer(cfg["weight_decay"], cfg["learning_rate"],
                                                    (cfg["beta1"], cfg["beta2"]), device.type)
         self.scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
+        self.health = Health(model, cfg["grad_clip"], cfg["health_interval"] if dist_info.master else 0)  # only rank 0 logs
         self.eval_model = torch.compile(model) if cfg["compile"] else model
         self.run_model = self.eval_model
         if dist_info.enabled:
@@ -476,12 +480,15 @@ class Trainer:
         if self.iter_num == nan_grad_iter:
             next(self.model.parameters()).grad.fill_(float("nan"))
         grad_norm = float(clip_and_norm(self.run_model, self.optimizer, self.scaler, self.cfg["grad_clip"]))
+        self.health.observe(grad_norm)
         loss_sum, stop_votes, bad_norms = agree(
             [loss.item(), float(stop.signum != 0), float(not math.isfinite(grad_norm))], self.dist)
         loss_value = loss_sum / self.dist.world_size
         ok = math.isfinite(loss_value) and (self.scaler.is_enabled() or bad_norms == 0)
         if ok:
+            self.health.before_update(self.iter_num, grad_norm)
             self.scaler.step(self.optimizer)
+            self.health.after_update()
             self.scaler.update()
             self.iter_num += 1
             self.evaluated = False
@@ -490,9 +497,11 @@ class Trainer:
 
     def log_step(self, it, loss, lr, grad_norm, dt):
         mfu = self.model.estimate_mfu(self.tokens_per_iter, dt, self.peak_flops * self.dist.world_size)
-        self.log.info(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, grad norm {grad_norm:.3f}, {dt * 1000:.1f}ms, "
+        clip = self.health.log_fields()
+        self.log.info(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, grad norm {grad_norm:.3f} "
+                      f"({clip['clip_frac']:.0%} clipped), {dt * 1000:.1f}ms, "
                       f"{self.tokens_per_iter / dt:,.0f} tok/s, mfu {mfu * 100:.2f}%")
-        record = {"iter": it, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+        record = {"iter": it, "loss": loss, "lr": lr, "grad_norm": grad_norm, **clip,
                   "tokens": self.iter_num * self.tokens_per_iter, "dt_ms": dt * 1000,
                   "tok_per_s": self.tokens_per_iter / dt, "mfu": mfu}
         if self.device.type == "cuda":
@@ -549,6 +558,8 @@ class Trainer:
                 return 1
             if it % cfg["log_interval"] == 0 or self.iter_num == cfg["max_iters"]:
                 self.log_step(it, loss, lr, grad_norm, dt)
+            if (health := self.health.pop_record()) is not None:
+                self.log.metrics(health)
             if stop_requested:
                 signum = stop.signum or signal.SIGTERM  # another rank was signalled
                 if not self.save():
