@@ -11,7 +11,8 @@ Keys it adds to metrics.jsonl:
   one record every health_interval iterations (0 = never), {"iter", "layer_grad_norm", "layer_update_ratio"}:
     layer_grad_norm     {layer: norm of that layer's gradient before clipping}; their root-sum-square is grad_norm
     layer_update_ratio  {layer: ||W_after - W_before|| / ||W_before||}, the relative size of the optimizer's step
-                        (around 1e-3 is the usual healthy range for Adam; 1e-1 means the weights are being rewritten)
+                        (around 1e-3 is the usual healthy range for Adam; 1e-1 means the weights are being rewritten;
+                        null for a layer whose weights are all zero)
   Layers: wte, wpe (learned positions only), h.0 .. h.{n_layer-1} (one transformer block each), ln_f, and lm_head
   when it is not tied to wte.
 
@@ -43,9 +44,9 @@ def group_by_layer(model):
 
 
 def _group_norms(tensor_lists):
-    """Root-sum-square norm of each list of tensors, computed on the device and read back with one sync."""
-    norms = [torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in ts])) for ts in tensor_lists]
-    return torch.stack(norms).tolist()
+    """Root-sum-square norm of each list of tensors, as one fp32 tensor on their device (no host sync)."""
+    return torch.stack([torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in ts]))
+                        for ts in tensor_lists])
 
 
 class Health:
@@ -60,7 +61,7 @@ class Health:
         self.groups = group_by_layer(model)
         self.steps = self.clipped_steps = 0
         self.last_clipped = False
-        self.snapshot = None  # (iter, layer grad norms, weights before the step) on a health step
+        self.snapshot = None  # on a health step: (iter, clipped layer grad norms, unclip factor, weights before)
         self.record = None
 
     def due(self, it):
@@ -89,27 +90,25 @@ class Health:
         layers = list(self.groups)
         grads = [[p.grad for p in self.groups[k] if p.grad is not None] or [torch.zeros_like(self.groups[k][0])]
                  for k in layers]  # a layer without gradient (frozen this step) counts as 0
-        clipped_norms = _group_norms(grads)
         # The gradients are already clipped: undo clip_grad_norm_'s common factor to report the norms it saw.
-        scale = 1.0
-        if self.was_clipped(grad_norm):
-            scale = (grad_norm + 1e-6) / self.grad_clip
-        grad_norms = {k: n * scale for k, n in zip(layers, clipped_norms)}
+        scale = (grad_norm + 1e-6) / self.grad_clip if self.was_clipped(grad_norm) else 1.0
         weights = [[p.detach().clone() for p in self.groups[k]] for k in layers]
-        self.snapshot = (it, grad_norms, weights)
+        self.snapshot = (it, _group_norms(grads), scale, weights)
 
     @torch.no_grad()
     def after_update(self):
         if self.snapshot is None:
             return
-        it, grad_norms, before = self.snapshot
+        it, clipped_grad_norms, scale, before = self.snapshot
         self.snapshot = None
         layers = list(self.groups)
         deltas = [[p.detach() - w for p, w in zip(self.groups[k], ws)] for k, ws in zip(layers, before)]
-        values = _group_norms(deltas + before)
         n = len(layers)
-        ratios = {k: (d / w if w > 0 else float("nan")) for k, d, w in zip(layers, values[:n], values[n:])}
-        self.record = {"iter": it, "layer_grad_norm": grad_norms, "layer_update_ratio": ratios}
+        values = torch.cat([clipped_grad_norms, _group_norms(deltas + before)]).tolist()  # the one host sync
+        grads, updates, weights = values[:n], values[n:2 * n], values[2 * n:]
+        self.record = {"iter": it, "layer_grad_norm": {k: g * scale for k, g in zip(layers, grads)},
+                       "layer_update_ratio": {k: (d / w if w > 0 else None)
+                                              for k, d, w in zip(layers, updates, weights)}}
 
     def pop_record(self):
         record, self.record = self.record, None

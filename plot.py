@@ -140,7 +140,8 @@ def plot(metrics_path, out_path, title=None):
 def layer_series(health, key):
     """{layer: values over the health records} for one per-layer key; a layer missing from a record is NaN."""
     layers = list(dict.fromkeys(name for r in health for name in r.get(key, {})))
-    return {name: [r.get(key, {}).get(name, float("nan")) for r in health] for name in layers}
+    value = lambda r, name: r.get(key, {}).get(name)  # noqa: E731
+    return {name: [float("nan") if value(r, name) is None else value(r, name) for r in health] for name in layers}
 
 
 def health_figure(steps, health, title=None):
