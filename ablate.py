@@ -113,10 +113,12 @@ class RunFailed(Exception):
 # results file
 
 
-def load_results(path, settings):
-    """The results of earlier invocations with the same settings, or a fresh record."""
+def load_results(path, settings=None):
+    """The results of earlier invocations with the same settings (any settings when None), or a fresh record."""
     path = Path(path)
     if not path.is_file():
+        if settings is None:
+            raise SystemExit(f"error: {path} not found: run the ablation first, or pass its --out")
         return {"settings": settings, "variants": {}}
     try:
         results = json.loads(path.read_text())
@@ -124,7 +126,7 @@ def load_results(path, settings):
         results["variants"]
     except (ValueError, KeyError, TypeError):
         raise SystemExit(f"error: {path} is not an ablate.py results file; pass another --out") from None
-    for key, value in settings.items():
+    for key, value in (settings or {}).items():
         if old.get(key) != value:
             raise SystemExit(f"error: {path} holds results for {key}={old.get(key)!r}, not {value!r}; pass another "
                              f"--out (or the same settings) so the table compares like with like")
@@ -210,7 +212,7 @@ def parse_args(argv):
     p.add_argument("--variants", help="comma-separated variant names (default: all; see --list)")
     p.add_argument("--add", action="append", default=[], metavar="NAME:K=V,K=V", help="define another variant")
     p.add_argument("--list", action="store_true", help="print the variants and exit")
-    p.add_argument("--table", action="store_true", help="print the table of --out's results and exit")
+    p.add_argument("--table", action="store_true", help="print the table of --out's results (for --seeds) and exit")
     p.add_argument("--config", default=str(ROOT / "config" / "train_cpu.py"), help="base config (default: config/train_cpu.py)")
     p.add_argument("--budget_s", type=float, default=600.0, help="training wall-clock budget per run (default 600)")
     p.add_argument("--seeds", default="1337,1338", help="comma-separated seeds, one run each (default 1337,1338)")
@@ -271,11 +273,11 @@ def main(argv=None):
         for name, overrides in variants.items():
             print(f"{name:12s} {' '.join(overrides) or '(config as is)'}")
         return 0
+    if args.table:  # the file's own settings, whatever the command line says
+        print(render_table(load_results(args.out), seeds))
+        return 0
     settings = {"config": shown(args.config), "budget_s": args.budget_s, "device": args.device}
     results = load_results(args.out, settings)
-    if args.table:
-        print(render_table(results, seeds))
-        return 0
     results.setdefault("machine", machine_info(args.device))
 
     def save():

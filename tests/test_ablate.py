@@ -120,6 +120,12 @@ def test_other_settings_refuse_the_cached_file(tmp_path, monkeypatch, variants, 
         ablate.main([f"--out={out}", "--variants=baseline", "--seeds=1", "--budget_s=120"])
     assert str(exc.value) == (f"error: {out} holds results for budget_s=600.0, not 120.0; pass another --out (or the "
                               f"same settings) so the table compares like with like")
+    capsys.readouterr()
+    assert ablate.main([f"--out={out}", "--table", "--seeds=1", "--budget_s=120"]) == 0  # showing needs no match
+    assert capsys.readouterr().out.splitlines()[2].startswith("| baseline | (config as is) | 3,413 | 500 | 1.8080 | 1.8080 |")  # 2.0 - 192 / 1000
+    with pytest.raises(SystemExit) as exc:
+        ablate.main([f"--out={tmp_path / 'none.json'}", "--table"])
+    assert str(exc.value) == f"error: {tmp_path / 'none.json'} not found: run the ablation first, or pass its --out"
 
 
 def test_a_failed_variant_is_recorded_the_others_run_and_a_rerun_retries_it(tmp_path, monkeypatch, variants, capsys):
