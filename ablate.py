@@ -203,7 +203,8 @@ def parse_variant(spec):
     name, _, body = spec.partition(":")
     pairs = [p.strip() for p in body.split(",") if p.strip()]
     if not name or not pairs or not all("=" in p for p in pairs):
-        raise SystemExit(f"error: --add={spec} is not NAME:key=value[,key=value...]; e.g. --add=rope2:pos_encoding=rope")
+        raise SystemExit(f"error: --add={spec} is not NAME:key=value[,key=value...]; "
+                         f"e.g. --add=rope2:pos_encoding=rope")
     return name, [f"--{p.removeprefix('--')}" for p in pairs]
 
 
@@ -213,7 +214,8 @@ def parse_args(argv):
     p.add_argument("--add", action="append", default=[], metavar="NAME:K=V,K=V", help="define another variant")
     p.add_argument("--list", action="store_true", help="print the variants and exit")
     p.add_argument("--table", action="store_true", help="print the table of --out's results (for --seeds) and exit")
-    p.add_argument("--config", default=str(ROOT / "config" / "train_cpu.py"), help="base config (default: config/train_cpu.py)")
+    p.add_argument("--config", default=str(ROOT / "config" / "train_cpu.py"),
+                   help="base config (default: config/train_cpu.py)")
     p.add_argument("--budget_s", type=float, default=600.0, help="training wall-clock budget per run (default 600)")
     p.add_argument("--seeds", default="1337,1338", help="comma-separated seeds, one run each (default 1337,1338)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")

@@ -27,7 +27,8 @@ import torch
 
 
 def layer_of(name):
-    """The layer a parameter belongs to: 'transformer.h.3.attn.c_proj.weight' -> 'h.3', 'lm_head.weight' -> 'lm_head'."""
+    """The layer a parameter belongs to: 'transformer.h.3.attn.c_proj.weight' -> 'h.3', 'lm_head.weight' ->
+    'lm_head'."""
     parts = name.replace("_orig_mod.", "").split(".")
     if parts[0] == "transformer":
         parts = parts[1:]

@@ -44,7 +44,7 @@ DEFAULTS = dict(
     eval_interval=250,  # evaluate (and checkpoint) every this many iterations
     eval_iters=50,  # batches per split per evaluation
     log_interval=10,
-    health_interval=50,  # every this many iterations, per-layer grad norms and update/weight ratios (health.py); 0 = off
+    health_interval=50,  # per-layer grad norms and update/weight ratios every this many iterations (health.py); 0 off
     always_save_checkpoint=True,  # write model.pt at every evaluation; False: only when val loss improves
     init_from="scratch",  # 'scratch' or 'resume' (from out_dir)
     # data

@@ -100,7 +100,8 @@ def test_results_are_cached_and_a_run_resumes_where_it_stopped(tmp_path, monkeyp
     resumed = FakeRuns(monkeypatch)
     ablate.main([f"--out={out}", "--seeds=1,2"])
     assert [c[2] for c in resumed.speed_calls] == [["--n_embd=128"]]
-    assert [(arg(c, "n_embd"), arg(c, "seed")) for c in resumed.train_cmds] == [("256", "2"), ("128", "1"), ("128", "2")]
+    assert [(arg(c, "n_embd"), arg(c, "seed")) for c in resumed.train_cmds] == [
+        ("256", "2"), ("128", "1"), ("128", "2")]
     assert json.loads(out.read_text()) == json.loads(done)
 
     # a third seed adds one run per variant; a changed variant is measured again from scratch
@@ -122,7 +123,8 @@ def test_other_settings_refuse_the_cached_file(tmp_path, monkeypatch, variants, 
                               f"same settings) so the table compares like with like")
     capsys.readouterr()
     assert ablate.main([f"--out={out}", "--table", "--seeds=1", "--budget_s=120"]) == 0  # showing needs no match
-    assert capsys.readouterr().out.splitlines()[2].startswith("| baseline | (config as is) | 3,413 | 500 | 1.8080 | 1.8080 |")  # 2.0 - 192 / 1000
+    row = capsys.readouterr().out.splitlines()[2]
+    assert row.startswith("| baseline | (config as is) | 3,413 | 500 | 1.8080 | 1.8080 |")  # 2.0 - 192 / 1000
     with pytest.raises(SystemExit) as exc:
         ablate.main([f"--out={tmp_path / 'none.json'}", "--table"])
     assert str(exc.value) == f"error: {tmp_path / 'none.json'} not found: run the ablation first, or pass its --out"
@@ -159,7 +161,8 @@ def test_unknown_knob_fails_its_variant_before_any_run(tmp_path, monkeypatch):
 def test_final_val_bpb_prefers_the_final_record(tmp_path):
     path = tmp_path / "metrics.jsonl"
     records = [{"iter": 0, "val_loss": 9.0, "val_bpb": 3.0}, {"iter": 10, "loss": 4.0},
-               {"iter": 10, "val_loss": 4.0, "val_bpb": 1.6, "final": True}, {"iter": 10, "val_loss": 4.2, "val_bpb": 1.7}]
+               {"iter": 10, "val_loss": 4.0, "val_bpb": 1.6, "final": True},
+               {"iter": 10, "val_loss": 4.2, "val_bpb": 1.7}]
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     assert ablate.final_val_bpb(path) == (1.6, True)
     path.write_text("".join(json.dumps(r) + "\n" for r in records[:2] + records[3:]))

@@ -96,7 +96,8 @@ def test_health_figure_shows_the_unhealthy_run(tmp_path):
             assert ax.get_yscale() == "log"
         ref = [line for line in ax_ratio.get_lines() if line.get_label().startswith("1e-3")]
         assert len(ref) == 1 and list(ref[0].get_ydata()) == [1e-3, 1e-3]
-        assert ax_layer.get_title() == "per-layer gradient norm" and ax_ratio.get_title() == "per-layer update/weight ratio"
+        assert ax_layer.get_title() == "per-layer gradient norm"
+        assert ax_ratio.get_title() == "per-layer update/weight ratio"
     finally:
         import matplotlib.pyplot as plt
         plt.close(fig)
