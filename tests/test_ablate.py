@@ -210,3 +210,19 @@ def test_cli_errors_are_one_line(capsys):
             ablate.main(argv)
         err = capsys.readouterr().err + (str(exc.value) if not isinstance(exc.value.code, int) else "")
         assert re.match(re.escape(text), err) and err.strip().count("\n") == 0, err
+
+
+def test_real_train_runs(tmp_path):
+    """The commands ablate.py builds, run by the real train.py on tiny data (no fakes): one variant, one seed."""
+    from core_data import make_dataset
+    make_dataset(tmp_path / "data", "tiny")
+    config = tmp_path / "tiny.py"
+    config.write_text(f"dataset = 'tiny'\ndata_root = {str(tmp_path / 'data')!r}\nn_layer = 1\nn_head = 2\n"
+                      f"n_embd = 32\nblock_size = 32\nbatch_size = 4\neval_iters = 2\n")
+    out = tmp_path / "ablation.json"
+    assert ablate.main([f"--config={config}", "--add=small_lr:learning_rate=1e-4", "--variants=small_lr", "--seeds=3",
+                        "--budget_s=0.01", "--speed_iters=3", "--speed_warmup=1", f"--out={out}"]) == 0
+    entry = json.loads(out.read_text())["variants"]["small_lr"]
+    assert entry["overrides"] == ["--learning_rate=1e-4"] and entry["iters"] == 10  # the 10-iteration floor
+    assert entry["speed"]["iters_measured"] == 3 and entry["speed"]["tokens_per_s"] > 0
+    assert 0 < entry["runs"]["3"]["val_bpb"] < 20
