@@ -389,7 +389,6 @@ class Trainer:
         self.optimizer = model.configure_optimizer(cfg["weight_decay"], cfg["learning_rate"],
                                                    (cfg["beta1"], cfg["beta2"]), device.type)
         self.scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
-        self.health = Health(model, cfg["grad_clip"], cfg["health_interval"] if dist_info.master else 0)  # only rank 0 logs
         self.eval_model = torch.compile(model) if cfg["compile"] else model
         self.run_model = self.eval_model
         if dist_info.enabled:
@@ -401,6 +400,7 @@ class Trainer:
         self.best_val_loss = float("inf")
         self.batches = iter(lambda: sampler.get_batch("train"), None)
         self.log = None
+        self.health = Health(model, cfg["grad_clip"], cfg["health_interval"] if dist_info.master else 0)  # rank 0 logs
 
     def restore(self, state):
         try:
