@@ -1,13 +1,19 @@
 """
-Render a run's metrics.jsonl as a loss-curve PNG.
+Render a run's metrics.jsonl as a loss-curve PNG and a network-health PNG.
 
-    python plot.py --out_dir=out-cpu                  # writes out-cpu/loss.png
-    python plot.py --out_dir=out-cpu --out=assets/solGPT_loss.png
+    python plot.py --out_dir=out-cpu                  # writes out-cpu/loss.png and out-cpu/health.png
+    python plot.py --out_dir=out-cpu --out=assets/solGPT_loss.png --health_out=assets/solGPT_health.png
 
-Left panel: training loss (every logged iteration, plus a moving average) and the
+loss.png, left panel: training loss (every logged iteration, plus a moving average) and the
 evaluated train/val loss, against iterations, with tokens seen on the top axis.
 Right panel: validation bits per byte against tokens seen, the tokenizer-independent
 number to compare runs by.
+
+health.png (the keys health.py adds): the gradient norm before clipping with the clipped
+iterations marked, the fraction of steps clipped per log line, and every health_interval
+iterations the gradient norm and the update/weight ratio of each layer. A run going
+unhealthy shows there first: clipping turns from rare to constant, one layer's gradient
+norm climbs away from the others, or an update/weight ratio rises towards 1e-1.
 """
 import json
 import math
@@ -18,28 +24,40 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import ArgumentParser, atomic_write  # noqa: E402
 
 
-def read_metrics(path):
-    """Split metrics.jsonl into per-iteration records and evaluation records."""
-    steps, evals = [], []
+def read_records(path):
+    """Every JSON record of metrics.jsonl, in file order."""
+    records = []
     with open(path) as f:
         for line_no, line in enumerate(f, 1):
             line = line.strip()
             if not line:
                 continue
             try:
-                record = json.loads(line)
+                records.append(json.loads(line))
             except json.JSONDecodeError:
                 # A run killed mid-write can leave a torn last line; everything before it is good.
                 print(f"warning: {path}:{line_no} is not JSON, skipped", file=sys.stderr)
-                continue
-            if "val_loss" in record:
-                evals.append(record)
-            elif "loss" in record:
-                steps.append(record)
-    # A resumed run appends iterations it already logged before a crash; keep the latest of each.
-    steps = list({r["iter"]: r for r in steps}.values())
-    evals = list({r["iter"]: r for r in evals}.values())
-    return sorted(steps, key=lambda r: r["iter"]), sorted(evals, key=lambda r: r["iter"])
+    return records
+
+
+def latest_per_iter(records):
+    """A resumed run appends iterations it already logged before a crash; keep the latest of each, in iter order."""
+    return sorted({r["iter"]: r for r in records}.values(), key=lambda r: r["iter"])
+
+
+def read_metrics(path):
+    """Split metrics.jsonl into per-iteration records and evaluation records."""
+    records = read_records(path)
+    evals = [r for r in records if "val_loss" in r]
+    steps = [r for r in records if "loss" in r and "val_loss" not in r]
+    return latest_per_iter(steps), latest_per_iter(evals)
+
+
+def read_health(path):
+    """The per-iteration records and the per-layer health records (health.py) of metrics.jsonl."""
+    records = read_records(path)
+    steps = [r for r in records if "loss" in r and "val_loss" not in r]
+    return latest_per_iter(steps), latest_per_iter([r for r in records if "layer_grad_norm" in r])
 
 
 def tokens_per_iter(steps):
@@ -119,11 +137,89 @@ def plot(metrics_path, out_path, title=None):
     return out_path
 
 
+def layer_series(health, key):
+    """{layer: values over the health records} for one per-layer key; a layer missing from a record is NaN."""
+    layers = list(dict.fromkeys(name for r in health for name in r.get(key, {})))
+    value = lambda r, name: r.get(key, {}).get(name)  # noqa: E731
+    return {name: [float("nan") if value(r, name) is None else value(r, name) for r in health] for name in layers}
+
+
+def health_figure(steps, health, title=None):
+    """A 2x2 figure: gradient norm with clip events, fraction clipped, per-layer gradient norms, per-layer
+    update/weight ratios. Returns the matplotlib Figure (the caller saves and closes it)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharex=True)
+    (ax_norm, ax_clip), (ax_layer, ax_ratio) = axes
+    norms = [r for r in steps if r.get("grad_norm") is not None]
+    ax_norm.plot([r["iter"] for r in norms], [r["grad_norm"] for r in norms], color="tab:blue", linewidth=1.0,
+                 label="gradient norm (before clipping)")
+    clipped = [r for r in norms if r.get("clipped")]
+    if clipped:
+        ax_norm.plot([r["iter"] for r in clipped], [r["grad_norm"] for r in clipped], "x", color="tab:red",
+                     markersize=5, label="clipped")
+    ax_norm.set_yscale("log")
+    ax_norm.set_ylabel("global gradient norm")
+    ax_norm.set_title("gradient norm and clip events")
+    ax_norm.legend(fontsize=8)
+
+    fracs = [r for r in steps if r.get("clip_frac") is not None]
+    ax_clip.step([r["iter"] for r in fracs], [r["clip_frac"] for r in fracs], where="post", color="tab:red")
+    ax_clip.set_ylim(-0.02, 1.02)
+    ax_clip.set_ylabel("fraction of steps clipped")
+    ax_clip.set_title("clipping per log interval")
+
+    iters = [r["iter"] for r in health]
+    for ax, key, label in ((ax_layer, "layer_grad_norm", "gradient norm (before clipping)"),
+                           (ax_ratio, "layer_update_ratio", "||update|| / ||weight||")):
+        series = layer_series(health, key)
+        colors = plt.cm.viridis([i / max(1, len(series) - 1) for i in range(len(series))])
+        for color, (name, values) in zip(colors, series.items()):
+            ax.plot(iters, values, "o-", color=color, markersize=2, linewidth=1.0, label=name)
+        if not series:
+            ax.text(0.5, 0.5, "no per-layer records\n(train with --health_interval > 0)", ha="center", va="center",
+                    transform=ax.transAxes, color="gray")
+        else:
+            ax.set_yscale("log")
+            ax.legend(fontsize=7, ncol=2)
+        ax.set_ylabel(label)
+        ax.set_xlabel("iteration")
+    ax_layer.set_title("per-layer gradient norm")
+    ax_ratio.set_title("per-layer update/weight ratio")
+    if layer_series(health, "layer_update_ratio"):
+        ax_ratio.axhline(1e-3, color="gray", linestyle="--", linewidth=0.8, label="1e-3 (typical healthy)")
+        ax_ratio.legend(fontsize=7, ncol=2)
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_health(metrics_path, out_path, title=None):
+    """Write health.png; returns None (writing nothing) when the metrics hold no gradient records."""
+    import matplotlib.pyplot as plt
+
+    steps, health = read_health(metrics_path)
+    if not health and not any(r.get("grad_norm") is not None for r in steps):
+        return None
+    fig = health_figure(steps, health, title)
+    try:
+        atomic_write(out_path, lambda f: fig.savefig(f, format="png", dpi=120))
+    finally:
+        plt.close(fig)
+    return out_path
+
+
 def main(argv=None):
     parser = ArgumentParser(description="Plot a solGPT run's metrics.jsonl (loss and val bits-per-byte) to PNG.")
     parser.add_argument("--out_dir", default="out", help="run directory holding metrics.jsonl (default: out)")
     parser.add_argument("--metrics", help="path to metrics.jsonl (default: OUT_DIR/metrics.jsonl)")
     parser.add_argument("--out", help="PNG to write (default: OUT_DIR/loss.png)")
+    parser.add_argument("--health_out", help="network-health PNG to write (default: OUT_DIR/health.png)")
     parser.add_argument("--title", help="figure title")
     args = parser.parse_args(argv)
     metrics = args.metrics or os.path.join(args.out_dir, "metrics.jsonl")
@@ -131,6 +227,8 @@ def main(argv=None):
         raise SystemExit(f"error: {metrics} not found: train first (python train.py ...) or pass --out_dir/--metrics")
     out = plot(metrics, args.out or os.path.join(args.out_dir, "loss.png"), args.title)
     print(f"wrote {out}")
+    health = plot_health(metrics, args.health_out or os.path.join(args.out_dir, "health.png"), args.title)
+    print(f"wrote {health}" if health else f"no gradient records in {metrics}: health plot skipped")
 
 
 if __name__ == "__main__":

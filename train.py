@@ -44,6 +44,7 @@ from evaluate import EvalError, LossSum, load_token_bytes, sampled_loss, split_l
 from model import GPT, GPTConfig, POS_ENCODINGS  # noqa: E402
 from runtime import DTYPES, Dist, autocast, device_peak_flops, resolve_device, resolve_dtype  # noqa: E402
 from schedule import get_lr, micro_batches  # noqa: E402
+from health import Health  # noqa: E402
 
 DEFAULTS = dict(
     # I/O
@@ -51,6 +52,7 @@ DEFAULTS = dict(
     eval_interval=250,  # evaluate (and checkpoint) every this many iterations
     eval_iters=50,  # batches per split per evaluation
     log_interval=10,
+    health_interval=50,  # per-layer grad norms and update/weight ratios every this many iterations (health.py); 0 off
     always_save_checkpoint=True,  # write model.pt at every evaluation; False: only when val loss improves
     init_from="scratch",  # 'scratch' or 'resume' (from out_dir)
     # data
@@ -108,6 +110,7 @@ def validate_config(cfg):
     for key in ("batch_size", "block_size", "n_layer", "n_head", "n_embd", "eval_interval", "eval_iters",
                 "log_interval", "gradient_accumulation_steps"):
         need(cfg[key] > 0, f"--{key} must be > 0, got {cfg[key]}")
+    need(cfg["health_interval"] >= 0, f"--health_interval must be >= 0 (0 = off), got {cfg['health_interval']}")
     need(cfg["max_iters"] >= 0, f"--max_iters must be >= 0, got {cfg['max_iters']}")
     need(cfg["grad_clip"] >= 0, f"--grad_clip must be >= 0 (0 disables clipping), got {cfg['grad_clip']}")
     need(cfg["learning_rate"] > 0, f"--learning_rate must be > 0, got {cfg['learning_rate']}")
@@ -428,6 +431,7 @@ class Trainer:
         self.first_bad = torch.full((2,), -1, dtype=torch.long, device=device)
         self.notes = []  # lines for the log, from before it is open
         self.log = None
+        self.health = Health(model, cfg["grad_clip"], cfg["health_interval"] if dist_info.master else 0)  # rank 0 logs
 
     def tokens_seen(self):
         return self.batches.consumed() * self.tokens_per_micro
@@ -532,6 +536,7 @@ class Trainer:
             group["lr"] = lr
         loss = accumulate_gradients(self.run_model, self.batches, self.ctx, self.scaler, n_micro)
         grad_norm = clip_and_norm(self.run_model, self.optimizer, self.scaler, self.cfg["grad_clip"])
+        self.health.observe(grad_norm)  # a device tensor on one GPU: counted there, read at log_interval
         stop_requested, ok = stop.signum != 0, True
         if self.check_every_step:
             loss_sum, stop_votes, bad_norms = agree(
@@ -542,7 +547,9 @@ class Trainer:
             bad = torch.stack([~torch.isfinite(loss), ~torch.isfinite(grad_norm) & (not self.scaler.is_enabled())])
             self.first_bad = torch.where(bad & (self.first_bad < 0), self.iter_num, self.first_bad)
         if ok:
+            self.health.before_update(self.iter_num, grad_norm)
             self.scaler.step(self.optimizer)
+            self.health.after_update()
             self.scaler.update()
             self.iter_num += 1
             self.evaluated = self.final_evaluated = False
@@ -572,9 +579,11 @@ class Trainer:
         dt = (time.perf_counter() - t0) / max(1, self.iter_num - it0)
         tokens_per_iter = (self.tokens_seen() - tokens0) / max(1, self.iter_num - it0)
         mfu = self.model.estimate_mfu(tokens_per_iter, dt, self.peak_flops * self.dist.world_size)
-        self.log.info(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, grad norm {grad_norm:.3f}, {dt * 1000:.1f}ms, "
+        clip = self.health.log_fields()
+        self.log.info(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, grad norm {grad_norm:.3f} "
+                      f"({clip['clip_frac']:.0%} clipped), {dt * 1000:.1f}ms, "
                       f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu * 100:.2f}%")
-        record = {"iter": it, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": self.tokens_seen(),
+        record = {"iter": it, "loss": loss, "lr": lr, "grad_norm": grad_norm, **clip, "tokens": self.tokens_seen(),
                   "micro_batches": n_micro, "dt_ms": dt * 1000, "tok_per_s": tokens_per_iter / dt, "mfu": mfu}
         if self.device.type == "cuda":
             record["peak_mem_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
@@ -631,6 +640,8 @@ class Trainer:
                 if not self.finite_so_far():
                     return 1
                 self.log_step(it, loss, lr, grad_norm, n_micro * ws)
+            if (health := self.health.pop_record()) is not None:
+                self.log.metrics(health)
             if stop_requested:
                 signum = stop.signum or signal.SIGTERM  # another rank was signalled
                 if not self.save():

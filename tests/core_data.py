@@ -8,9 +8,17 @@ import numpy as np
 FAKE_HASH = "0" * 64
 
 
-def make_dataset(root, name="tiny", vocab_size=96, n_train=20_000, n_val=4_000, seed=0, tokenizer="fake",
-                 tokenizer_hash=FAKE_HASH, dtype="uint16", eot_token=None):
-    """Random-but-learnable token streams (a noisy repeating pattern, so loss falls) plus meta.json."""
+def solgpt_hash():
+    from tokenizer import get_tokenizer
+    return get_tokenizer().hash
+
+
+def make_dataset(root, name="tiny", vocab_size=96, n_train=20_000, n_val=4_000, seed=0, tokenizer="solgpt",
+                 tokenizer_hash=None, dtype="uint16", eot_token=None):
+    """Random-but-learnable token streams (a noisy repeating pattern, so loss falls) plus meta.json.
+    By default labelled with the real solgpt tokenizer (ids 0..95 are one byte each), since exact bits per byte
+    reads the tokenizer's per-token byte lengths."""
+    tokenizer_hash = solgpt_hash() if tokenizer_hash is None and tokenizer == "solgpt" else (tokenizer_hash or FAKE_HASH)
     d = Path(root) / name
     d.mkdir(parents=True, exist_ok=True)
     eot = vocab_size - 1 if eot_token is None else eot_token

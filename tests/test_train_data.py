@@ -93,17 +93,6 @@ def test_block_size_larger_than_split_is_reported(root):
         BatchSampler("a", block_size=2000, batch_size=1, data_root=root)
 
 
-def test_mixture_bytes_per_token_is_weighted_mean(root):
-    meta = json.loads((root / "b" / "meta.json").read_text())
-    meta["splits"]["val"]["bytes"] = meta["splits"]["val"]["tokens"] * 2  # b: 2 bytes/token, a: 4
-    (root / "b" / "meta.json").write_text(json.dumps(meta))
-    # a fraction w of the evaluated tokens comes from each dataset: 0.75 * 4 + 0.25 * 2 (unweighted: 3.0)
-    assert BatchSampler("a:0.75,b:0.25", block_size=16, batch_size=1, data_root=root).bytes_per_token("val") == \
-        pytest.approx(3.5)
-    assert BatchSampler("a:0.25,b:0.75", block_size=16, batch_size=1, data_root=root).bytes_per_token("val") == \
-        pytest.approx(2.5)
-
-
 def test_every_token_can_be_a_target_including_the_last(root):
     np.arange(18, dtype=np.uint16).tofile(root / "a" / "val.bin")  # block 16 + 2: windows start at 0 or 1
     meta = json.loads((root / "a" / "meta.json").read_text())

@@ -1,0 +1,304 @@
+"""
+Model ablations at a fixed wall-clock budget (issue 9's table): each variant is a named set of --key=value overrides
+on config/train_cpu.py. For each variant this measures its own training speed (ms/iter over --speed_iters iterations
+after --speed_warmup of warm-up), turns the budget into iterations (budget_s / ms_per_iter, so every variant gets the
+same wall-clock time), trains that many iterations with the learning-rate schedule fitted to them (lr_decay_iters =
+iters) once per seed, and reads the run's final exact validation bits per byte. Then it prints a Markdown table.
+
+    python ablate.py --list                                   # the predefined variants and their overrides
+    python ablate.py                                          # all of them, 600 s x 2 seeds each (many hours)
+    python ablate.py --variants=baseline,rope,alibi --budget_s=120 --out=ablation-quick.json
+    python ablate.py --add=rope_fast:pos_encoding=rope,learning_rate=3e-3 --variants=baseline,rope_fast
+    python ablate.py --table                                  # print the table of what --out holds, run nothing
+
+Resumable: results go to --out (JSON, written atomically after every measurement) and a finished speed measurement
+or seed run is never redone, so an interrupted ablation continues where it stopped; a variant whose overrides changed
+is measured again. A variant that fails (e.g. a knob this train.py does not have yet) is recorded with its error,
+the others still run, and the command exits with 1 at the end; the next invocation retries it.
+"""
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+from bench import bench_train, load_config, machine_info, run_child, shown, train_cmd, write_json_atomic  # noqa: E402
+from common import ArgumentParser  # noqa: E402
+from plot import read_records  # noqa: E402
+
+# name -> overrides on the config. Knob names as the lead decided them (HELPERS.md); a variant whose knob this
+# train.py does not know yet fails alone with the configurator's message.
+VARIANTS = {
+    "baseline": [],
+    "rope": ["--pos_encoding=rope"],
+    "alibi": ["--pos_encoding=alibi"],
+    "rmsnorm": ["--norm=rmsnorm"],
+    "swiglu": ["--mlp=swiglu"],
+    "relu2": ["--mlp=relu2"],
+    "qk_norm": ["--pos_encoding=rope", "--qk_norm=True"],  # QK-norm as in Qwen3: with RoPE
+    "untied": ["--tie_embeddings=False"],
+    "zero_proj": ["--init=zero_proj"],
+    "muon": ["--optimizer=muon"],
+    # The ramp's knob names are the batch-ramp helper's; adjust here if they differ.
+    "batch_ramp": ["--batch_ramp_start=0.25", "--batch_ramp_tokens=500000"],
+    "bf16": ["--dtype=bfloat16"],
+    "compile": ["--compile=True"],
+    "llama_muon": ["--pos_encoding=rope", "--norm=rmsnorm", "--mlp=swiglu", "--qk_norm=True", "--optimizer=muon"],
+}
+# Variants whose bits per byte at 2x the training block_size are asked for (the positional encodings' extrapolation).
+LONG_CONTEXT_VARIANTS = ("baseline", "rope", "alibi")
+
+# The final evaluation record: train.py's last metrics.jsonl record over the whole val split carries this flag set to
+# true beside "val_bpb". If the flag gets another name, change this one line.
+FINAL_FLAG = "final"
+
+
+def iters_for_budget(budget_s, ms_per_iter):
+    """Iterations that fit the wall-clock budget at the measured speed (at least 10, so the schedule has a shape)."""
+    return max(10, int(budget_s * 1000 / ms_per_iter))
+
+
+def final_val_bpb(metrics_path):
+    """(val_bpb, exact) of a finished run: the last record flagged FINAL_FLAG (the exact whole-val-split bpb), else
+    the last periodic evaluation with exact=False (a train.py from before exact bpb); (None, False) if neither."""
+    evals = [r for r in read_records(metrics_path) if r.get("val_bpb") is not None]
+    finals = [r for r in evals if r.get(FINAL_FLAG) is True]
+    if finals:
+        return finals[-1]["val_bpb"], True
+    return (evals[-1]["val_bpb"], False) if evals else (None, False)
+
+
+def long_context_bpb(run_dir, variant, device):
+    """Hook for the 2x-block_size evaluation of LONG_CONTEXT_VARIANTS: the val bpb of run_dir/model.pt (the run's
+    final weights) on windows of twice its training block_size, or None. It returns None until the evaluation module
+    can evaluate at another block_size; then call it here (learned positions cannot go past block_size: report None
+    for them). The table shows a "bpb @2x block" column as soon as one run has a value."""
+    return None
+
+
+def measure_speed(config, device, overrides, iters, warmup):
+    """Median ms/iter and tokens/s of the variant from a short run (bench.py's train measurement)."""
+    measured = bench_train(config, device, iters, warmup, overrides)
+    return {"ms_per_iter": measured["ms_per_iter"], "tokens_per_s": measured["tokens_per_s"],
+            "iters_measured": measured["iters_measured"]}
+
+
+def train_run(config, device, overrides, iters, seed, long_context):
+    """Train one variant from scratch for iters iterations with one seed; its final val bpb and wall time."""
+    cfg = load_config(config, overrides)
+    with tempfile.TemporaryDirectory() as out_dir:
+        run = [f"--out_dir={out_dir}", f"--max_iters={iters}", f"--lr_decay_iters={iters}",
+               f"--warmup_iters={min(cfg['warmup_iters'], iters // 10)}", f"--eval_interval={iters}",
+               f"--seed={seed}", f"--device={device}", "--always_save_checkpoint=False"]
+        code, wall, _, output = run_child(train_cmd(config, [*overrides, *run]))
+        if code != 0:
+            tail = " | ".join(output.strip().splitlines()[-3:])
+            raise RunFailed(f"train.py exited with {code}: {tail}")
+        bpb, exact = final_val_bpb(Path(out_dir) / "metrics.jsonl")
+        if bpb is None:
+            raise RunFailed("train.py wrote no evaluation record")
+        result = {"val_bpb": bpb, "exact": exact, "wall_s": wall}
+        if long_context is not None:
+            result["long_bpb"] = long_context_bpb(Path(out_dir), long_context, device)
+        return result
+
+
+class RunFailed(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# results file
+
+
+def load_results(path, settings=None):
+    """The results of earlier invocations with the same settings (any settings when None), or a fresh record."""
+    path = Path(path)
+    if not path.is_file():
+        if settings is None:
+            raise SystemExit(f"error: {path} not found: run the ablation first, or pass its --out")
+        return {"settings": settings, "variants": {}}
+    try:
+        results = json.loads(path.read_text())
+        old = results["settings"]
+        results["variants"]
+    except (ValueError, KeyError, TypeError):
+        raise SystemExit(f"error: {path} is not an ablate.py results file; pass another --out") from None
+    for key, value in (settings or {}).items():
+        if old.get(key) != value:
+            raise SystemExit(f"error: {path} holds results for {key}={old.get(key)!r}, not {value!r}; pass another "
+                             f"--out (or the same settings) so the table compares like with like")
+    return results
+
+
+def variant_entry(results, name, overrides):
+    """The cached entry of a variant; a fresh one when it is new or its overrides changed since it was measured."""
+    entry = results["variants"].get(name)
+    if entry is None or entry.get("overrides") != overrides:
+        if entry is not None:
+            print(f"{name}: overrides changed since the cached results; measuring again", flush=True)
+        entry = {"overrides": overrides, "runs": {}}
+        results["variants"][name] = entry
+    return entry
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# table
+
+
+def mean_bpb(entry, seeds):
+    runs = [entry.get("runs", {}).get(str(s)) for s in seeds]
+    return statistics.mean(r["val_bpb"] for r in runs) if all(runs) else None
+
+
+def render_table(results, seeds, names=None):
+    """The Markdown table of the results (the variants in names, default all, in the file's order); the delta is
+    against the baseline's mean over the same seeds, when the file has it."""
+    everything = results["variants"]
+    variants = {n: e for n, e in everything.items() if names is None or n in names}
+    base = mean_bpb(everything["baseline"], seeds) if "baseline" in everything else None
+    long = any(r.get("long_bpb") is not None for e in variants.values() for r in e.get("runs", {}).values())
+    inexact = False
+    head = ["variant", "overrides", "tokens/s", "iters", *[f"val bpb seed {s}" for s in seeds], "mean",
+            "delta vs baseline"]
+    if long:
+        head.append("bpb @2x block (mean)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
+    for name, entry in variants.items():
+        speed = entry.get("speed") or {}
+        overrides = " ".join(f"`{o.removeprefix('--')}`" for o in entry["overrides"]) or "(config as is)"
+        cells = [name, overrides, f"{speed['tokens_per_s']:,.0f}" if speed else "-", str(entry.get("iters", "-"))]
+        for s in seeds:
+            run = entry.get("runs", {}).get(str(s))
+            inexact |= bool(run) and not run["exact"]
+            cells.append("-" if not run else f"{run['val_bpb']:.4f}" + ("" if run["exact"] else "*"))
+        mean = mean_bpb(entry, seeds)
+        cells.append(f"{mean:.4f}" if mean is not None else ("failed" if entry.get("error") else "-"))
+        if mean is None or base is None:
+            cells.append("-")
+        elif name == "baseline":
+            cells.append("(reference)")
+        else:
+            cells.append(f"{mean - base:+.4f} ({(mean - base) / base:+.1%})")
+        if long:
+            values = [r["long_bpb"] for r in entry.get("runs", {}).values() if r.get("long_bpb") is not None]
+            cells.append(f"{statistics.mean(values):.4f}" if values else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    if inexact:
+        lines.append("\n\\* sampled periodic evaluation: this train.py wrote no final whole-val-split record")
+    errors = [f"- {name}: {e['error']}" for name, e in variants.items() if e.get("error")]
+    if errors:
+        lines += ["", "failed:", *errors]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# main
+
+
+def parse_variant(spec):
+    """NAME:key=value,key=value -> (NAME, ['--key=value', ...])"""
+    name, _, body = spec.partition(":")
+    pairs = [p.strip() for p in body.split(",") if p.strip()]
+    if not name or not pairs or not all("=" in p for p in pairs):
+        raise SystemExit(f"error: --add={spec} is not NAME:key=value[,key=value...]; "
+                         f"e.g. --add=rope2:pos_encoding=rope")
+    return name, [f"--{p.removeprefix('--')}" for p in pairs]
+
+
+def parse_args(argv):
+    p = ArgumentParser(description=__doc__.strip().split("\n\n")[0])
+    p.add_argument("--variants", help="comma-separated variant names (default: all; see --list)")
+    p.add_argument("--add", action="append", default=[], metavar="NAME:K=V,K=V", help="define another variant")
+    p.add_argument("--list", action="store_true", help="print the variants and exit")
+    p.add_argument("--table", action="store_true", help="print the table of --out's results (for --seeds) and exit")
+    p.add_argument("--config", default=str(ROOT / "config" / "train_cpu.py"),
+                   help="base config (default: config/train_cpu.py)")
+    p.add_argument("--budget_s", type=float, default=600.0, help="training wall-clock budget per run (default 600)")
+    p.add_argument("--seeds", default="1337,1338", help="comma-separated seeds, one run each (default 1337,1338)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    p.add_argument("--speed_iters", type=int, default=20, help="iterations timed per speed measurement (default 20)")
+    p.add_argument("--speed_warmup", type=int, default=5, help="warm-up iterations before timing (default 5)")
+    p.add_argument("--out", default="ablation.json", help="results JSON, read to resume (default: ablation.json)")
+    args = p.parse_args(argv)
+    variants = dict(VARIANTS)
+    variants.update(parse_variant(spec) for spec in args.add)
+    names = [n.strip() for n in args.variants.split(",") if n.strip()] if args.variants else list(variants)
+    unknown = [n for n in names if n not in variants]
+    if unknown:
+        p.error(f"unknown variant(s) {','.join(unknown)}: choose from {','.join(variants)} or define one with --add")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        p.error(f"--seeds must name at least one seed, each once, got {args.seeds!r}")
+    if args.budget_s <= 0 or args.speed_iters <= 0 or args.speed_warmup < 0:
+        p.error("--budget_s and --speed_iters must be positive, --speed_warmup >= 0")
+    if not Path(args.config).is_file():
+        p.error(f"config file {args.config} not found")
+    return args, {n: variants[n] for n in names}, seeds
+
+
+def run_variant(name, overrides, entry, args, seeds, save, bar):
+    """Measure one variant's speed (once) and train each missing seed; save after every measurement."""
+    try:
+        load_config(args.config, overrides)  # an unknown knob fails here, in a second, not after the speed run
+        if "speed" not in entry:
+            bar.set_postfix_str(f"{name}: speed")
+            entry["speed"] = measure_speed(args.config, args.device, overrides, args.speed_iters, args.speed_warmup)
+            entry["iters"] = iters_for_budget(args.budget_s, entry["speed"]["ms_per_iter"])
+            save()
+        for seed in seeds:
+            if str(seed) not in entry["runs"]:
+                bar.set_postfix_str(f"{name}: seed {seed}, {entry['iters']} iters")
+                long = name if name in LONG_CONTEXT_VARIANTS else None
+                entry["runs"][str(seed)] = train_run(args.config, args.device, overrides, entry["iters"], seed, long)
+                save()
+            bar.update(1)
+        entry.pop("error", None)
+    except (SystemExit, RunFailed) as e:  # bench's measurement and the configurator stop with SystemExit(message)
+        lines = str(e).removeprefix("error: ").strip().splitlines() or ["failed"]
+        entry["error"] = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1].strip()}"  # what, and why
+        bar.update(len([s for s in seeds if str(s) not in entry["runs"]]))
+        bar.write(f"{name}: failed: {entry['error']}")
+    save()
+
+
+def main(argv=None):
+    from tqdm import tqdm
+
+    args, variants, seeds = parse_args(argv)
+    if args.list:
+        for name, overrides in variants.items():
+            print(f"{name:12s} {' '.join(overrides) or '(config as is)'}")
+        return 0
+    if args.table:  # the file's own settings, whatever the command line says
+        print(render_table(load_results(args.out), seeds))
+        return 0
+    settings = {"config": shown(args.config), "budget_s": args.budget_s, "device": args.device}
+    results = load_results(args.out, settings)
+    results.setdefault("machine", machine_info(args.device))
+
+    def save():
+        write_json_atomic(args.out, results)
+
+    entries = {name: variant_entry(results, name, overrides) for name, overrides in variants.items()}
+    bar = tqdm(total=len(variants) * len(seeds), desc="ablation runs", unit="run")
+    with bar:
+        for name, entry in entries.items():
+            run_variant(name, variants[name], entry, args, seeds, save, bar)
+    print(render_table(results, seeds, names=variants))
+    print(f"wrote {args.out}")
+    failed = [n for n in variants if results["variants"][n].get("error")]
+    if failed:
+        print(f"error: {len(failed)} variant(s) failed ({', '.join(failed)}); rerun the same command to retry them",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
