@@ -5,8 +5,8 @@ Pre-norm blocks, causal self-attention through F.scaled_dot_product_attention, a
 and an MFU estimate against the peak FLOP/s of the device it runs on.
 
 The architecture is a handful of GPTConfig fields; the defaults are GPT-2 (and so are the checkpoints of earlier
-versions, which load unchanged). Each alternative is one value, chosen so that the model stays a standard
-Hugging Face architecture where the speed-runs of 2024-2026 found something better:
+versions, which load unchanged). Each alternative is one value, taken from Llama/Qwen3 or the small-model speed-runs
+of 2024-2026:
   - pos_encoding: 'learned' (GPT-2's absolute table), 'rope' (rotary, in HF Llama's rotate_half convention),
     'alibi' (Press et al.'s per-head linear attention biases). RoPE rotates q and k in
     CausalSelfAttention.position_qk, ALiBi adds its bias in attention_bias; both see absolute positions, so the
@@ -15,7 +15,8 @@ Hugging Face architecture where the speed-runs of 2024-2026 found something bett
   - mlp: 'gelu' (GPT-2), 'swiglu' (Llama), 'relu2' (squared ReLU: not an HF architecture, an option only);
   - tie_embeddings: lm_head shares the token embedding (GPT-2) or has its own (Llama);
   - init: 'gpt2', 'zero_proj' or 'scaled' (see GPT._init_weights).
-learned + layernorm + gelu is HF GPT-2; rope + rmsnorm + swiglu (bias False) is HF Llama, with qk_norm HF Qwen3.
+learned + layernorm + gelu is HF GPT-2; rope + rmsnorm + swiglu (bias False) is HF Llama, with qk_norm HF Qwen3;
+alibi is BLOOM's and MPT's, outside those two families.
 """
 
 import math
