@@ -1,14 +1,22 @@
 """
 solGPT model: a GPT-2 style decoder in one file, after nanoGPT.
 
-Pre-norm blocks, causal self-attention through F.scaled_dot_product_attention, tied input/output embeddings,
-a preallocated KV cache for generation, and an MFU estimate against the peak FLOP/s of the device it runs on.
+Pre-norm blocks, causal self-attention through F.scaled_dot_product_attention, a preallocated KV cache for generation,
+and an MFU estimate against the peak FLOP/s of the device it runs on.
 
-Position encoding is a config field. 'learned' (GPT-2's absolute table) is the one implemented; attention is shaped
-so that the others are each one small addition:
-  - 'rope':  fill in CausalSelfAttention.position_qk (rotate q and k by their absolute positions);
-  - 'alibi': fill in CausalSelfAttention.attention_bias (a per-head additive bias from query/key positions).
-Both receive absolute positions, so they work unchanged with the KV cache.
+The architecture is a handful of GPTConfig fields; the defaults are GPT-2 (and so are the checkpoints of earlier
+versions, which load unchanged). Each alternative is one value, taken from Llama/Qwen3 or the small-model speed-runs
+of 2024-2026:
+  - pos_encoding: 'learned' (GPT-2's absolute table), 'rope' (rotary, in HF Llama's rotate_half convention),
+    'alibi' (Press et al.'s per-head linear attention biases). RoPE rotates q and k in
+    CausalSelfAttention.position_qk, ALiBi adds its bias in attention_bias; both see absolute positions, so the
+    KV cache needs nothing special, and both evaluate up to LONG_CONTEXT x block_size (learned stops at block_size);
+  - norm: 'layernorm' (GPT-2) or 'rmsnorm' (Llama); qk_norm: RMSNorm of each head's q and k before RoPE (Qwen3);
+  - mlp: 'gelu' (GPT-2), 'swiglu' (Llama), 'relu2' (squared ReLU: not an HF architecture, an option only);
+  - tie_embeddings: lm_head shares the token embedding (GPT-2) or has its own (Llama);
+  - init: 'gpt2', 'zero_proj' or 'scaled' (see GPT._init_weights).
+learned + layernorm + gelu is HF GPT-2; rope + rmsnorm + swiglu (bias False) is HF Llama, with qk_norm HF Qwen3;
+alibi is BLOOM's and MPT's, outside those two families.
 """
 
 import math
@@ -18,7 +26,12 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-POS_ENCODINGS = ("learned",)  # 'rope' and 'alibi' plug into the two hooks in CausalSelfAttention
+POS_ENCODINGS = ("learned", "rope", "alibi")
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "swiglu", "relu2")
+INITS = ("gpt2", "zero_proj", "scaled")
+MODEL_CHOICES = {"pos_encoding": POS_ENCODINGS, "norm": NORMS, "mlp": MLPS, "init": INITS}
+LONG_CONTEXT = 2  # rope/alibi models accept sequences up to this many times block_size (to measure extrapolation)
 
 
 @dataclass
@@ -30,13 +43,31 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # bias in Linears and LayerNorms, like GPT-2; False is a bit better and faster
-    pos_encoding: str = "learned"
+    pos_encoding: str = "learned"  # 'learned', 'rope' or 'alibi'
+    rope_theta: float = 10000.0  # RoPE base: inv_freq = 1 / rope_theta ** (2i / head_dim)
+    norm: str = "layernorm"  # 'layernorm' (eps 1e-5) or 'rmsnorm' (eps 1e-6, no bias)
+    mlp: str = "gelu"  # 'gelu', 'swiglu' or 'relu2'
+    mlp_hidden: int = 0  # MLP width; 0 = 4 * n_embd, or for swiglu 8/3 * n_embd rounded up to a multiple of 32
+    qk_norm: bool = False  # RMSNorm over head_dim on q and k (before RoPE), as Qwen3
+    tie_embeddings: bool = True  # lm_head shares wte's weight (GPT-2)
+    init: str = "gpt2"  # 'gpt2', 'zero_proj' or 'scaled'
 
     @classmethod
     def from_dict(cls, d):
-        """Build from a checkpoint's model_args, ignoring keys a newer/older version does not know."""
+        """Build from a checkpoint's model_args, ignoring keys a newer/older version does not know
+        (missing ones take the defaults above, which are what older versions built)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    @property
+    def mlp_hidden_size(self):
+        """The MLP's inner width. SwiGLU has three matrices instead of two, so 8/3 * n_embd keeps its parameter count
+        (and FLOPs) at the 4 * n_embd GELU MLP's, as Llama does; a multiple of 32 keeps the matmuls on fast kernels."""
+        if self.mlp_hidden:
+            return self.mlp_hidden
+        if self.mlp == "swiglu":
+            return math.ceil(round(8 * self.n_embd / 3) / 32) * 32
+        return 4 * self.n_embd
 
 
 class LayerNorm(nn.Module):
@@ -51,16 +82,58 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
 
 
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * weight: LayerNorm without centring or bias (Llama), a little cheaper."""
+
+    def __init__(self, ndim, eps=1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.eps = eps
+
+    def forward(self, x):
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+
+
+def make_norm(config):
+    return RMSNorm(config.n_embd) if config.norm == "rmsnorm" else LayerNorm(config.n_embd, bias=config.bias)
+
+
+def rope_cos_sin(head_dim, n_positions, theta):
+    """cos and sin (n_positions, head_dim) of HF Llama's RoPE: frequency i rotates dims i and i + head_dim/2."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)
+    freqs = torch.outer(torch.arange(n_positions, dtype=torch.float32), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def rotate_half(x):
+    half = x.size(-1) // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def alibi_slopes(n_head):
+    """Press et al.'s head slopes: the geometric sequence 2^(-8/n), 2^(-16/n), ... for n a power of two; otherwise
+    those of the nearest lower power of two p, then every other slope of 2p (so every head keeps a distinct slope)."""
+    def powers_of_two(n):
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    p = 2 ** math.floor(math.log2(n_head))
+    slopes = powers_of_two(p) + powers_of_two(2 * p)[0::2][:n_head - p]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
 class KVCache:
-    """Keys and values of every layer for up to block_size positions, allocated once.
+    """Keys and values of every layer for up to max_len positions (default block_size), allocated once.
 
     `length` is how many positions are filled; the model appends T new positions per forward and advances it.
     The buffers are allocated at the first update, in the dtype of the keys the model computes: under autocast
     that is bfloat16/float16, not the weights' float32 (half the memory, and no casts on every step).
     """
 
-    def __init__(self, config, batch_size, device, dtype=None):
-        self.shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
+    def __init__(self, config, batch_size, device, dtype=None, max_len=None):
+        self.max_len = max_len or config.block_size
+        self.shape = (config.n_layer, batch_size, config.n_head, self.max_len, config.n_embd // config.n_head)
         self.device, self.dtype = device, dtype
         self.k = self.v = None
         self.length = 0
@@ -88,26 +161,49 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head = config.n_head
+        self.head_dim = config.n_embd // config.n_head
         self.dropout = config.dropout
         self.pos_encoding = config.pos_encoding
+        # QK-norm bounds the attention logits whatever the weights grow to, which tolerates higher learning rates
+        self.q_norm = RMSNorm(self.head_dim) if config.qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim) if config.qk_norm else None
+        # Tables, not parameters (persistent=False keeps them out of checkpoints): they follow .to() and .double()
+        n_positions = LONG_CONTEXT * config.block_size
+        if self.pos_encoding == "rope":
+            cos, sin = rope_cos_sin(self.head_dim, n_positions, config.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        if self.pos_encoding == "alibi":
+            self.register_buffer("alibi_slopes", alibi_slopes(config.n_head), persistent=False)
 
     def position_qk(self, q, k, pos):
-        """Hook for relative encodings applied to q/k (RoPE). 'learned' adds positions at the input instead."""
-        return q, k
+        """RoPE: rotate q and k (B, nh, T, hs) by their absolute positions pos (T,), so that q.k depends on the
+        distance between them only. Other encodings leave q and k as they are."""
+        if self.pos_encoding != "rope":
+            return q, k
+        cos, sin = self.rope_cos[pos].to(q.dtype), self.rope_sin[pos].to(q.dtype)  # (T, hs), broadcast over B, nh
+        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
 
     def attention_bias(self, pos_q, Tk):
-        """Hook for an additive attention bias (ALiBi) for queries at positions pos_q and keys at 0..Tk-1:
-        a (nh, Tq, Tk) float tensor, or None."""
-        return None
+        """ALiBi: an additive attention bias -slope * (query position - key position) for queries at positions pos_q
+        and keys at 0..Tk-1: a (nh, Tq, Tk) float tensor; None for the other encodings."""
+        if self.pos_encoding != "alibi":
+            return None
+        distance = torch.arange(Tk, device=pos_q.device)[None, :] - pos_q[:, None]  # <= 0 where attended
+        return self.alibi_slopes[:, None, None] * distance
 
     def forward(self, x, pos, layer=0, kv_cache=None):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         q, k = self.position_qk(q, k, pos)
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)
         mask, is_causal = self._mask(pos, k.size(2))
+        if mask is not None and mask.is_floating_point():
+            mask = mask.to(q.dtype)  # SDPA wants a float mask in the query's dtype (autocast's, or float64 in tests)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
                                            dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
@@ -131,23 +227,34 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
+    """gelu: c_proj(gelu(c_fc(x))) (GPT-2, exact GELU); relu2: c_proj(relu(c_fc(x))^2) (modded-nanogpt);
+    swiglu: c_proj(silu(c_gate(x)) * c_fc(x)) (Llama: c_gate is gate_proj, c_fc up_proj, c_proj down_proj)."""
+
     def __init__(self, config):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        hidden = config.mlp_hidden_size
+        self.kind = config.mlp
+        self.c_fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.c_gate = nn.Linear(config.n_embd, hidden, bias=config.bias) if self.kind == "swiglu" else None
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        if self.kind == "swiglu":
+            h = F.silu(self.c_gate(x)) * self.c_fc(x)
+        elif self.kind == "relu2":
+            h = F.relu(self.c_fc(x)).square()
+        else:
+            h = F.gelu(self.c_fc(x))
+        return self.dropout(self.c_proj(h))
 
 
 class Block(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
     def forward(self, x, pos, layer=0, kv_cache=None):
@@ -158,49 +265,75 @@ class Block(nn.Module):
 class GPT(nn.Module):
     def __init__(self, config):
         super().__init__()
-        if config.pos_encoding not in POS_ENCODINGS:
-            raise ValueError(f"pos_encoding must be one of {', '.join(POS_ENCODINGS)}, got {config.pos_encoding!r}")
+        for key, choices in MODEL_CHOICES.items():
+            if getattr(config, key) not in choices:
+                raise ValueError(f"{key} must be one of {', '.join(choices)}, got {getattr(config, key)!r}")
+        if config.pos_encoding == "rope" and (config.n_embd // config.n_head) % 2:
+            raise ValueError(f"pos_encoding 'rope' needs an even head size, got n_embd/n_head = "
+                             f"{config.n_embd // config.n_head}")
         self.config = config
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
             wpe=nn.Embedding(config.block_size, config.n_embd) if config.pos_encoding == "learned" else None,
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=LayerNorm(config.n_embd, bias=config.bias),
+            ln_f=make_norm(config),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # tied embeddings (GPT-2; fewer params, no loss in quality)
+        if config.tie_embeddings:
+            self.transformer.wte.weight = self.lm_head.weight  # GPT-2: fewer params, no loss in quality when small
+        # the longest sequence forward accepts: learned positions end at block_size, rope/alibi go on (tables permit)
+        self.max_positions = config.block_size * (1 if config.pos_encoding == "learned" else LONG_CONTEXT)
         self.apply(self._init_weights)
-        # GPT-2's scaled init of the residual projections keeps the residual stream's variance flat with depth
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
-                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                self._init_residual_projection(p)
 
     def _init_weights(self, module):
+        """'gpt2' and 'zero_proj': N(0, 0.02) for every matrix and embedding, as GPT-2.
+        'scaled': GPT-NeoX's small_init, N(0, sqrt(2 / (5 n_embd))) (Nguyen & Salazar 2019): the std follows the
+        width instead of a constant tuned for n_embd = 768 (where it gives 0.023; 0.046 at n_embd = 192)."""
+        std = math.sqrt(2 / (5 * self.config.n_embd)) if self.config.init == "scaled" else 0.02
         if isinstance(module, nn.Linear):
-            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            torch.nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            torch.nn.init.normal_(module.weight, mean=0.0, std=std)
+
+    def _init_residual_projection(self, weight):
+        """The output projections of attention and MLP write into the residual stream; each init keeps its variance
+        from growing with depth. 'gpt2': std 0.02 / sqrt(2 n_layer). 'zero_proj': zeros (modded-nanogpt): every block
+        starts as the identity, and the projections' gradients (not zero: their inputs are not) switch them on.
+        'scaled': GPT-NeoX's wang_init, std 2 / (n_layer sqrt(n_embd))."""
+        cfg = self.config
+        if cfg.init == "zero_proj":
+            torch.nn.init.zeros_(weight)
+        elif cfg.init == "scaled":
+            torch.nn.init.normal_(weight, mean=0.0, std=2 / (cfg.n_layer * math.sqrt(cfg.n_embd)))
+        else:
+            torch.nn.init.normal_(weight, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
 
     def get_num_params(self, non_embedding=True):
-        """Parameter count; the position table is left out by default (it does no FLOPs), like nanoGPT.
-        The token embedding stays in: it is tied to lm_head, which does."""
+        """Parameter count; lookup tables that do no FLOPs are left out by default, like nanoGPT: the position table,
+        and the token embedding when it is not tied to lm_head (tied, its weight does lm_head's FLOPs)."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding and self.transformer.wpe is not None:
             n -= self.transformer.wpe.weight.numel()
+        if non_embedding and not self.config.tie_embeddings:
+            n -= self.transformer.wte.weight.numel()
         return n
 
     def forward(self, idx, targets=None, kv_cache=None, reduction="mean"):
         """idx (B, T) token ids. With targets: (logits, loss; targets of -1 are ignored): the mean loss, or with
         reduction="none" the (B, T) per-token losses (exact bits per byte weighs each token by its own bytes).
         Without: logits of the last position only (all generation needs), loss None.
-        With kv_cache: idx are the next T positions after the cached ones."""
+        With kv_cache: idx are the next T positions after the cached ones.
+        rope/alibi models accept up to LONG_CONTEXT * block_size positions (evaluation past the training length);
+        learned positions stop at block_size."""
         B, T = idx.size()
         start = kv_cache.length if kv_cache is not None else 0
-        if start + T > self.config.block_size:
-            raise ValueError(f"sequence of length {start + T} exceeds block_size {self.config.block_size}")
+        self._check_length(start + T, kv_cache)
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
         x = self.transformer.wte(idx)
         if self.transformer.wpe is not None:
@@ -218,14 +351,16 @@ class GPT(nn.Module):
                                reduction=reduction)
         return logits, (loss.view(B, T) if reduction == "none" else loss)
 
-    def configure_optimizer(self, weight_decay, learning_rate, betas, device_type):
-        """AdamW with decay on matrices and embeddings only; biases and norm gains are not decayed."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=(device_type == "cuda"))
+    def _check_length(self, length, kv_cache):
+        cfg = self.config
+        if length > self.max_positions:
+            if cfg.pos_encoding == "learned":
+                raise ValueError(f"sequence of length {length} exceeds block_size {cfg.block_size}: learned positions "
+                                 f"end there (pos_encoding 'rope' or 'alibi' evaluate up to {LONG_CONTEXT}x block_size)")
+            raise ValueError(f"sequence of length {length} exceeds {LONG_CONTEXT}x block_size = {self.max_positions}, "
+                             f"the longest a {cfg.pos_encoding} model evaluates")
+        if kv_cache is not None and length > kv_cache.max_len:
+            raise ValueError(f"sequence of length {length} exceeds the KV cache's {kv_cache.max_len} positions")
 
     def flops_per_token(self):
         """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12 L H Q T."""

@@ -41,7 +41,8 @@ from common import sweep_stale_temp_files  # noqa: E402
 from configurator import configure  # noqa: E402
 from dataloader import BatchSampler, DataError, Prefetcher  # noqa: E402
 from evaluate import EvalError, LossSum, load_token_bytes, sampled_loss, split_loss  # noqa: E402
-from model import GPT, GPTConfig, POS_ENCODINGS  # noqa: E402
+from model import GPT, GPTConfig, MODEL_CHOICES  # noqa: E402
+from optim import OPTIMIZERS, build_optimizer, set_lr  # noqa: E402
 from runtime import DTYPES, Dist, autocast, device_peak_flops, resolve_device, resolve_dtype  # noqa: E402
 from schedule import get_lr, micro_batches  # noqa: E402
 from health import Health  # noqa: E402
@@ -72,8 +73,19 @@ DEFAULTS = dict(
     n_embd=384,
     dropout=0.0,
     bias=False,
-    pos_encoding="learned",
-    # AdamW
+    pos_encoding="learned",  # 'learned', 'rope' or 'alibi' (model.py explains these knobs)
+    rope_theta=10000.0,
+    norm="layernorm",  # or 'rmsnorm'
+    mlp="gelu",  # 'gelu', 'swiglu' or 'relu2'
+    mlp_hidden=0,  # 0 = 4 * n_embd (swiglu: 8/3 * n_embd, rounded up to a multiple of 32)
+    qk_norm=False,
+    tie_embeddings=True,
+    init="gpt2",  # 'gpt2', 'zero_proj' or 'scaled'
+    # optimizer: 'adamw', or 'muon' (Muon for the blocks' weight matrices, AdamW for the rest; see optim.py)
+    optimizer="adamw",
+    muon_lr=0.02,  # Muon's peak lr; the schedule scales it like learning_rate
+    muon_momentum=0.95,
+    # AdamW (with muon: for embeddings, head, gains and biases); learning_rate is also what the schedule follows
     learning_rate=6e-4,
     max_iters=5000,
     weight_decay=0.1,
@@ -124,8 +136,14 @@ def validate_config(cfg):
     need(0 <= cfg["dropout"] < 1, f"--dropout must be in [0, 1), got {cfg['dropout']}")
     need(cfg["init_from"] in ("scratch", "resume"), f"--init_from must be 'scratch' or 'resume', got {cfg['init_from']!r}")
     need(cfg["dtype"] in ("auto", *DTYPES), f"--dtype must be one of auto, {', '.join(DTYPES)}, got {cfg['dtype']!r}")
-    need(cfg["pos_encoding"] in POS_ENCODINGS,
-         f"--pos_encoding must be one of {', '.join(POS_ENCODINGS)}, got {cfg['pos_encoding']!r}")
+    for key, choices in {**MODEL_CHOICES, "optimizer": OPTIMIZERS}.items():
+        need(cfg[key] in choices, f"--{key} must be one of {', '.join(choices)}, got {cfg[key]!r}")
+    need(cfg["pos_encoding"] != "rope" or cfg["n_embd"] // cfg["n_head"] % 2 == 0,
+         f"--pos_encoding=rope needs an even head size, got n_embd/n_head = {cfg['n_embd'] // cfg['n_head']}")
+    need(cfg["rope_theta"] > 0, f"--rope_theta must be > 0, got {cfg['rope_theta']}")
+    need(cfg["mlp_hidden"] >= 0, f"--mlp_hidden must be >= 0 (0 = the default width), got {cfg['mlp_hidden']}")
+    need(cfg["muon_lr"] > 0, f"--muon_lr must be > 0, got {cfg['muon_lr']}")
+    need(0 <= cfg["muon_momentum"] < 1, f"--muon_momentum must be in [0, 1), got {cfg['muon_momentum']}")
     need(cfg["batch_ramp_tokens"] >= 0, f"--batch_ramp_tokens must be >= 0 (0 = off), got {cfg['batch_ramp_tokens']}")
     need(0 < cfg["batch_ramp_start"] <= 1, f"--batch_ramp_start must be in (0, 1], got {cfg['batch_ramp_start']}")
     need(cfg["batch_ramp_tokens"] == 0 or cfg["gradient_accumulation_steps"] > 1,
@@ -143,7 +161,9 @@ def explicit_keys(cfg, argv):
 def model_args_from(cfg, vocab_size):
     padded = (vocab_size + 63) // 64 * 64  # a multiple of 64 keeps the lm_head matmul on fast kernels
     return dict(n_layer=cfg["n_layer"], n_head=cfg["n_head"], n_embd=cfg["n_embd"], block_size=cfg["block_size"],
-                bias=cfg["bias"], vocab_size=padded, dropout=cfg["dropout"], pos_encoding=cfg["pos_encoding"])
+                bias=cfg["bias"], vocab_size=padded, dropout=cfg["dropout"], pos_encoding=cfg["pos_encoding"],
+                rope_theta=cfg["rope_theta"], norm=cfg["norm"], mlp=cfg["mlp"], mlp_hidden=cfg["mlp_hidden"],
+                qk_norm=cfg["qk_norm"], tie_embeddings=cfg["tie_embeddings"], init=cfg["init"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -409,8 +429,7 @@ class Trainer:
         self.tokens_per_full_iter = cfg["gradient_accumulation_steps"] * self.tokens_per_micro
         self.max_tokens = cfg["max_iters"] * self.tokens_per_full_iter
         torch.manual_seed(cfg["seed"] + dist_info.rank)  # dropout masks differ between ranks
-        self.optimizer = model.configure_optimizer(cfg["weight_decay"], cfg["learning_rate"],
-                                                   (cfg["beta1"], cfg["beta2"]), device.type)
+        self.optimizer = build_optimizer(model, cfg)
         self.scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
         self.eval_model = torch.compile(model) if cfg["compile"] else model
         self.run_model = self.eval_model
@@ -444,6 +463,10 @@ class Trainer:
             self.sampler.load_state_dict(state["sampler"])
         except DataError as e:
             raise SystemExit(f"error: cannot resume: {e}") from None
+        saved = state["config"].get("optimizer", "adamw")
+        if saved != self.cfg["optimizer"]:
+            raise SystemExit(f"error: cannot resume with --optimizer={self.cfg['optimizer']}: the checkpoint was "
+                             f"trained with {saved}; resume with --optimizer={saved}")
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler.is_enabled() and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
@@ -532,8 +555,7 @@ class Trainer:
         Returns (loss, grad norm, stop requested on any rank, ok); loss and norm are device tensors unless checked
         every step. ok is False, and the optimizer never touches the weights, for a non-finite loss, or a non-finite
         gradient norm without a GradScaler (with fp16's scaler an overflow is routine: the scaler skips the step)."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(self.optimizer, lr)
         loss = accumulate_gradients(self.run_model, self.batches, self.ctx, self.scaler, n_micro)
         grad_norm = clip_and_norm(self.run_model, self.optimizer, self.scaler, self.cfg["grad_clip"])
         self.health.observe(grad_norm)  # a device tensor on one GPU: counted there, read at log_interval
