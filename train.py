@@ -18,6 +18,7 @@ resuming reads), log.txt and metrics.jsonl. A scratch run into an out_dir that h
 run's metrics.jsonl, train_state.pt, model.pt and best_model.pt first. Ctrl-C (or SIGTERM) saves a checkpoint and exits.
 """
 
+import collections
 import json
 import math
 import os
@@ -36,6 +37,7 @@ import checkpoint as ckpt_io  # noqa: E402
 from configurator import configure  # noqa: E402
 from dataloader import BatchSampler, DataError  # noqa: E402
 from model import GPT, GPTConfig, POS_ENCODINGS, device_peak_flops  # noqa: E402
+import tracking  # noqa: E402
 
 DEFAULTS = dict(
     # I/O
@@ -76,6 +78,10 @@ DEFAULTS = dict(
     compile=False,  # torch.compile the model
     seed=1337,
     peak_flops=0.0,  # device peak FLOP/s for MFU; 0 = look it up (model.PEAK_FLOPS)
+    # run tracking: metrics.jsonl is always written; wandb mirrors it (tracking.py; WANDB_MODE=offline works)
+    wandb_log=False,
+    wandb_project="solgpt",
+    wandb_run_name="",  # "" = wandb picks one
 )
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -254,8 +260,9 @@ def evaluate(model, sampler, eval_iters, ctx, dist_info):
 class RunLog:
     """Console + out_dir/log.txt lines, and out_dir/metrics.jsonl records; only the master rank writes."""
 
-    def __init__(self, out_dir, enabled):
+    def __init__(self, out_dir, enabled, tracker=None):
         self.enabled = enabled
+        self.tracker = tracker  # tracking.WandbRun or None: gets every metrics record too
         self.out_dir = Path(out_dir)
         if enabled:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -276,11 +283,15 @@ class RunLog:
         if self.enabled:
             self.metrics_file.write(json.dumps(record) + "\n")
             self.metrics_file.flush()
+        if self.tracker:
+            self.tracker.log(record)
 
     def close(self):
         if self.enabled:
             self.log.close()
             self.metrics_file.close()
+        if self.tracker:
+            self.tracker.finish()
 
 
 def trim_metrics(path, iter_num, keep_eval_at_iter=True):
@@ -397,6 +408,7 @@ class Trainer:
         self.best_val_loss = float("inf")
         self.batches = iter(lambda: sampler.get_batch("train"), None)
         self.log = None
+        self.recent_dts = collections.deque(maxlen=50)  # seconds per iteration, for the ETA
 
     def restore(self, state):
         try:
@@ -490,8 +502,10 @@ class Trainer:
 
     def log_step(self, it, loss, lr, grad_norm, dt):
         mfu = self.model.estimate_mfu(self.tokens_per_iter, dt, self.peak_flops * self.dist.world_size)
+        eta = tracking.eta_seconds(self.cfg["max_iters"] - self.iter_num, self.recent_dts)
         self.log.info(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, grad norm {grad_norm:.3f}, {dt * 1000:.1f}ms, "
-                      f"{self.tokens_per_iter / dt:,.0f} tok/s, mfu {mfu * 100:.2f}%")
+                      f"{self.tokens_per_iter / dt:,.0f} tok/s, mfu {mfu * 100:.2f}%, "
+                      f"{self.iter_num}/{self.cfg['max_iters']} eta {tracking.format_duration(eta)}")
         record = {"iter": it, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                   "tokens": self.iter_num * self.tokens_per_iter, "dt_ms": dt * 1000,
                   "tok_per_s": self.tokens_per_iter / dt, "mfu": mfu}
@@ -503,7 +517,8 @@ class Trainer:
         """Train to max_iters; returns the process exit code (0 done, 1 non-finite loss, 128+signal stopped)."""
         cfg = self.cfg
         removed = [] if self.resumed or not self.dist.master else self.remove_old_run()
-        self.log = RunLog(self.out_dir, self.dist.master)  # opened after restore(), whose trimming replaces the file
+        # opened after restore(), whose trimming replaces the file
+        self.log = RunLog(self.out_dir, self.dist.master, tracking.start(cfg, self.dist.master))
         try:
             if removed:
                 self.log.info(f"scratch run: removed the earlier run's {', '.join(removed)} from {self.out_dir}")
@@ -542,6 +557,7 @@ class Trainer:
             t0 = time.perf_counter()
             loss, grad_norm, stop_requested, ok = self.step(lr, stop, nan_iter, nan_grad_iter)
             dt = time.perf_counter() - t0
+            self.recent_dts.append(dt)
             if not ok:
                 what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {grad_norm}"
                 self.log.error(f"error: {what} at iter {it}; stopped without saving, so {self.out_dir} "
