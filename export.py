@@ -34,7 +34,9 @@ DEFAULTS = dict(
     dtype="float32",  # float32 | bfloat16 | float16 for the exported weights (GGUF: float32 | float16)
     verify=True,  # load the export back with transformers and compare its logits with solGPT's
     push_to_hub="",  # upload the folder to this Hugging Face repo (user/name); needs `huggingface-cli login`
+    check_ids="",  # 'val' | 'train' | 'all': compare AutoTokenizer's ids with ours on the default corpus' documents
 )
+CHECK_SPLITS = {"val": "val", "train": "train", "all": None}
 REQUIREMENTS = ("transformers", "safetensors", "tokenizers")
 # Model config fields as model.py defines them; a checkpoint from before a field existed has its default.
 ARCH_DEFAULTS = dict(pos_encoding="learned", norm="layernorm", mlp="gelu", qk_norm=False, tie_embeddings=True,
@@ -409,6 +411,28 @@ def verify(out, path, tok):
     return (ours.float() - theirs.float()).abs().max().item()
 
 
+def check_ids(out, split, tok):
+    """(documents, identical, tokens, first differing document) of the default corpus (data/solidity-packages,
+    fetching its npm tarballs if needed) tokenized by the exported tokenizer and by ours."""
+    from tqdm import tqdm
+    from transformers import AutoTokenizer
+
+    from data import corpus
+
+    hf = AutoTokenizer.from_pretrained(out)
+    n = same = tokens = 0
+    first_bad = None
+    docs = corpus.iter_package_documents(CHECK_SPLITS[split])
+    for label, path, text in tqdm(docs, desc=f"comparing token ids ({split})", unit=" docs", leave=False):
+        ours = tok.encode(text)
+        n, tokens = n + 1, tokens + len(ours)
+        if hf(text, add_special_tokens=False)["input_ids"] == ours:
+            same += 1
+        elif first_bad is None:
+            first_bad = f"{label}/{path}"
+    return n, same, tokens, first_bad
+
+
 def push(out, repo):
     try:
         from huggingface_hub import HfApi
@@ -444,8 +468,11 @@ def export(cfg):
         raise ExportError("nothing to do: pass --out=FOLDER (transformers) and/or --gguf=FILE.gguf")
     if cfg["dtype"] not in DTYPES:
         raise ExportError(f"--dtype must be one of {', '.join(DTYPES)}, got {cfg['dtype']!r}")
-    if cfg["push_to_hub"] and not cfg["out"]:
-        raise ExportError("--push_to_hub uploads the transformers folder: pass --out=FOLDER too")
+    for key, what in (("push_to_hub", "uploads"), ("check_ids", "checks")):
+        if cfg[key] and not cfg["out"]:
+            raise ExportError(f"--{key} {what} the transformers folder: pass --out=FOLDER too")
+    if cfg["check_ids"] and cfg["check_ids"] not in CHECK_SPLITS:
+        raise ExportError(f"--check_ids must be one of {', '.join(CHECK_SPLITS)}, got {cfg['check_ids']!r}")
     require(*REQUIREMENTS, *(("gguf",) if cfg["gguf"] else ()))
     try:
         ckpt = ckpt_io.load_model_checkpoint(cfg["ckpt"])
@@ -465,6 +492,8 @@ def export(cfg):
         write_gguf(cfg["gguf"], ckpt, tok, cfg["dtype"])
         report["gguf_seconds"] = time.perf_counter() - t0
         report["gguf_bytes"] = Path(cfg["gguf"]).stat().st_size
+    if cfg["check_ids"]:
+        report["check_ids"] = check_ids(cfg["out"], cfg["check_ids"], tok)
     if cfg["push_to_hub"]:
         push(cfg["out"], cfg["push_to_hub"])
     return report
@@ -483,6 +512,11 @@ def main(argv=None):
         print(line)
     if cfg["gguf"]:
         print(f"wrote {cfg['gguf']} ({report['gguf_bytes'] / 2**20:.1f} MiB) in {report['gguf_seconds']:.1f}s")
+    if cfg["check_ids"]:
+        n, same, tokens, first_bad = report["check_ids"]
+        print(f"AutoTokenizer ids equal solGPT's on {same}/{n} {cfg['check_ids']} documents ({tokens:,} tokens)")
+        if same != n:
+            raise SystemExit(f"error: {n - same} documents tokenize differently, first {first_bad}; please report it")
     if cfg["push_to_hub"]:
         print(f"pushed {cfg['out']} to https://huggingface.co/{cfg['push_to_hub']}")
     return 0
