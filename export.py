@@ -13,6 +13,7 @@ After writing, the export is loaded back with transformers and its logits compar
 Needs `pip install -r requirements-export.txt`.
 """
 
+import functools
 import json
 import os
 import shutil
@@ -178,7 +179,7 @@ def generation_config(a, tok):
     return transformers.GenerationConfig(
         bos_token_id=tok.eot_token, eos_token_id=tok.eot_token, pad_token_id=tok.special_tokens["<|pad|>"],
         suppress_tokens=list(range(tok.n_vocab, a["vocab_size"])) or None,
-        max_length=a["block_size"], do_sample=True, temperature=0.8, top_k=200, top_p=0.95)  # sample.py's defaults
+        do_sample=True, temperature=0.8, top_k=200, top_p=0.95)  # sample.py's defaults
 
 
 # ------------------------------------------------------------------------------------------------ tokenizer
@@ -211,6 +212,12 @@ def bpe_split(ranks, token, max_rank):
         parts = parts[:i] + [parts[i] + parts[i + 1]] + parts[i + 2:]
 
 
+@functools.lru_cache(maxsize=4)
+def tokenizer_merges(tok):
+    """recover_merges of a Tokenizer, computed once per export (the transformers folder and GGUF both need them)."""
+    return recover_merges(tok._enc._mergeable_ranks)
+
+
 def recover_merges(ranks):
     """Byte-level BPE merges, in rank order, from tiktoken ranks: merge k makes the token of rank 256 + k, so
     transformers' merge priority equals tiktoken's rank order and both produce the same ids."""
@@ -234,7 +241,7 @@ def hf_tokenizer(tok):
     b2u = bytes_to_unicode()
     show = lambda bs: "".join(b2u[b] for b in bs)  # noqa: E731
     vocab = {show(t): r for t, r in ranks.items()}
-    merges = [(show(x), show(y)) for x, y in recover_merges(ranks)]
+    merges = [(show(x), show(y)) for x, y in tokenizer_merges(tok)]
     # ignore_merges: a whole pre-token already in the vocabulary is one token, as in tiktoken
     t = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True, fuse_unk=False, byte_fallback=False))
     t.pre_tokenizer = pre_tokenizers.Sequence([
@@ -383,7 +390,7 @@ def add_gguf_tokenizer(w, tok, vocab_size):
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)
     w.add_token_types([int(t) for t in types])
-    w.add_token_merges([" ".join("".join(b2u[b] for b in p) for p in m) for m in recover_merges(ranks)])
+    w.add_token_merges([" ".join("".join(b2u[b] for b in p) for p in m) for m in tokenizer_merges(tok)])
     w.add_bos_token_id(tok.eot_token)
     w.add_eos_token_id(tok.eot_token)
     w.add_pad_token_id(tok.special_tokens["<|pad|>"])
