@@ -302,7 +302,7 @@ def replace_dir(new, dst):
     """Move folder new to dst, replacing a previous export there (renames only, so dst is always whole)."""
     old = dst.with_name(f".{dst.name}.old{os.getpid()}")
     if dst.exists():
-        if not (dst / "config.json").exists() and any(dst.iterdir()):
+        if not dst.is_dir() or (not (dst / "config.json").exists() and any(dst.iterdir())):
             raise ExportError(f"{dst} exists and is not a previous export: pick another --out or remove it")
         dst.rename(old)
     new.rename(dst)
@@ -405,7 +405,10 @@ def verify(out, path, tok):
     """Max |logit difference| between the export (loaded by transformers) and solGPT on one prompt, fp32."""
     from transformers import AutoModelForCausalLM
 
-    model, ckpt = ckpt_io.load_model(path)
+    try:
+        model, _ = ckpt_io.load_model(path)
+    except ckpt_io.CheckpointError as e:
+        raise ExportError(f"{e} (--verify=False skips the check)") from None
     hf, info = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, output_loading_info=True)
     bad = info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"]
     if bad:

@@ -358,7 +358,10 @@ def test_export_replaces_a_previous_export_but_not_other_folders(tok, tmp_path):
     with pytest.raises(export.ExportError, match="is not a previous export"):
         export.write_hf_folder(tmp_path / "mine", ckpt, tok, "float32")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "mine"]  # no temp folders left
+    (tmp_path / "a-file").write_text("keep")
+    with pytest.raises(export.ExportError, match="is not a previous export"):
+        export.write_hf_folder(tmp_path / "a-file", ckpt, tok, "float32")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "hf", "mine"]  # no temp folders left
 
 
 def test_push_to_hub_offline_is_one_line(tok, tmp_path):
