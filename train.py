@@ -34,10 +34,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checkpoint as ckpt_io  # noqa: E402
+import tracking  # noqa: E402
 from configurator import configure  # noqa: E402
 from dataloader import BatchSampler, DataError  # noqa: E402
 from model import GPT, GPTConfig, POS_ENCODINGS, device_peak_flops  # noqa: E402
-import tracking  # noqa: E402
 
 DEFAULTS = dict(
     # I/O
