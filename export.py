@@ -152,7 +152,8 @@ def hf_config(a, arch, sd, tok):
     """The transformers config (an object of the architecture's class) of a solGPT model."""
     import transformers
 
-    common = dict(vocab_size=a["vocab_size"], tie_word_embeddings=bool(a["tie_embeddings"] or "lm_head.weight" not in sd),
+    tied = bool(a["tie_embeddings"] or "lm_head.weight" not in sd)
+    common = dict(vocab_size=a["vocab_size"], tie_word_embeddings=tied,
                   bos_token_id=tok.eot_token, eos_token_id=tok.eot_token,
                   pad_token_id=tok.special_tokens["<|pad|>"])
     hidden = sd["transformer.h.0.mlp.c_fc.weight"].shape[0]

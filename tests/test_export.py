@@ -397,8 +397,9 @@ def test_gguf_reads_back(tok, tmp_path):
                  for w in ("weight", "bias")}
     assert set(names) == want
     sd = model.state_dict()
-    for name, src in (("token_embd.weight", "transformer.wte.weight"), ("blk.1.attn_qkv.weight",
-                      "transformer.h.1.attn.c_attn.weight"), ("blk.0.ffn_down.weight", "transformer.h.0.mlp.c_proj.weight"),
+    for name, src in (("token_embd.weight", "transformer.wte.weight"),
+                      ("blk.1.attn_qkv.weight", "transformer.h.1.attn.c_attn.weight"),
+                      ("blk.0.ffn_down.weight", "transformer.h.0.mlp.c_proj.weight"),
                       ("blk.0.attn_norm.bias", "transformer.h.0.ln_1.bias")):
         t = names[name]
         assert list(t.shape)[::-1] == list(sd[src].shape)  # GGUF lists dimensions innermost first
@@ -408,8 +409,8 @@ def test_gguf_reads_back(tok, tmp_path):
     assert tokens[16384:16390] == list(SPECIAL_TOKENS) and tokens[16390] == "[PAD16390]"
     assert tokens[ord("a")] == "a" and tokens[ord(" ")] == "Ġ"
     assert len(field("tokenizer.ggml.merges")) == 16384 - 256
-    assert (field("tokenizer.ggml.eos_token_id"), field("tokenizer.ggml.fim_pre_token_id"),
-            field("tokenizer.ggml.fim_mid_token_id"), field("tokenizer.ggml.fim_suf_token_id")) == (16384, 16385, 16386, 16387)
+    ids = [field(f"tokenizer.ggml.{k}_token_id") for k in ("eos", "fim_pre", "fim_mid", "fim_suf")]
+    assert ids == [16384, 16385, 16386, 16387]
     types = field("tokenizer.ggml.token_type")
     assert (types[0], types[16384], types[16447]) == (1, 3, 5)  # normal, control, unused
 

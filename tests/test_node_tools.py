@@ -51,11 +51,12 @@ def test_default_prepare_runs_without_system_node(tmp_path):
     pkgs = [next(p for p in spec["packages"] if p["name"] == name) for name in SMALL]
     (tmp_path / "packages.json").write_text(json.dumps({"val_packages": [SMALL[1]], "packages": pkgs}))
     env = dict(os.environ, PATH=path_without_node(), npm_config_cache=str(tmp_path / "npm-cache"))
-    r = subprocess.run([sys.executable, "data/solidity-packages/prepare.py", "--packages", str(tmp_path / "packages.json"),
-                        "--cache_dir", str(tmp_path / "tarballs"), "--out_dir", str(tmp_path / "out"), "--quiet"],
+    args = ["--packages", tmp_path / "packages.json", "--cache_dir", tmp_path / "tarballs", "--out_dir", tmp_path / "out"]
+    r = subprocess.run([sys.executable, "data/solidity-packages/prepare.py", *map(str, args), "--quiet"],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     if r.returncode != 0 and any(e in r.stdout + r.stderr for e in NETWORK_ERRORS):
-        pytest.skip(f"npm registry unreachable, the tarballs cannot be fetched: {(r.stderr or r.stdout).strip()[-200:]}")
+        reason = (r.stderr or r.stdout).strip()[-200:]
+        pytest.skip(f"npm registry unreachable, the tarballs cannot be fetched: {reason}")
     assert r.returncode == 0, r.stderr[-2000:]
     meta = json.loads((tmp_path / "out" / "meta.json").read_text())
     assert [s["package"] for s in meta["sources"]] == list(SMALL)

@@ -75,8 +75,8 @@ def test_missing_wandb_is_one_line(monkeypatch):
     assert tracking.start(cfg, master=False) is None  # only rank 0 tracks
     with pytest.raises(SystemExit) as e:
         tracking.start(cfg, master=True)
-    assert str(e.value.code) == ("error: --wandb_log=True needs wandb: pip install wandb (or -r requirements-export.txt), "
-                                 "or drop --wandb_log")
+    assert str(e.value.code) == ("error: --wandb_log=True needs wandb: pip install wandb "
+                                 "(or -r requirements-export.txt), or drop --wandb_log")
 
 
 def test_default_run_logs_progress_and_eta_without_wandb(tmp_path):
