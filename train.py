@@ -21,6 +21,7 @@ trained model to put there), so nothing trained is lost and the new metrics star
 Ctrl-C (or SIGTERM) saves a checkpoint and exits; a second Ctrl-C kills at once.
 """
 
+import collections
 import json
 import math
 import os
@@ -38,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checkpoint as ckpt_io  # noqa: E402
 from common import sweep_stale_temp_files  # noqa: E402
+import tracking  # noqa: E402
 from configurator import configure  # noqa: E402
 from dataloader import BatchSampler, DataError, Prefetcher  # noqa: E402
 from evaluate import EvalError, LossSum, load_token_bytes, sampled_loss, split_loss  # noqa: E402
@@ -104,6 +106,10 @@ DEFAULTS = dict(
     compile=False,  # torch.compile the model
     seed=1337,
     peak_flops=0.0,  # device peak FLOP/s for MFU; 0 = look it up (runtime.PEAK_FLOPS)
+    # run tracking: metrics.jsonl is always written; wandb mirrors it (tracking.py; WANDB_MODE=offline works)
+    wandb_log=False,
+    wandb_project="solgpt",
+    wandb_run_name="",  # "" = wandb picks one
 )
 
 NON_SHAPE_KEYS = ("dropout",)  # model_args a resume may change; all others fix the shape of the trained weights
@@ -246,8 +252,9 @@ def whole_val_loss(model, sampler, ctx, token_bytes, device, dist_info):
 class RunLog:
     """Console + out_dir/log.txt lines, and out_dir/metrics.jsonl records; only the master rank writes."""
 
-    def __init__(self, out_dir, enabled):
+    def __init__(self, out_dir, enabled, tracker=None):
         self.enabled = enabled
+        self.tracker = tracker  # tracking.WandbRun or None: gets every metrics record too
         self.out_dir = Path(out_dir)
         if enabled:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -268,11 +275,15 @@ class RunLog:
         if self.enabled:
             self.metrics_file.write(json.dumps(record) + "\n")
             self.metrics_file.flush()
+        if self.tracker:
+            self.tracker.log(record)
 
     def close(self):
         if self.enabled:
             self.log.close()
             self.metrics_file.close()
+        if self.tracker:
+            self.tracker.finish()
 
 
 def trim_metrics(path, iter_num, keep_eval_at_iter=True):
@@ -451,6 +462,7 @@ class Trainer:
         self.first_bad = torch.full((2,), -1, dtype=torch.long, device=device)
         self.notes = []  # lines for the log, from before it is open
         self.log = None
+        self.recent_dts = collections.deque(maxlen=50)  # seconds per full iteration, for the ETA
         self.health = Health(model, cfg["grad_clip"], cfg["health_interval"] if dist_info.master else 0)  # rank 0 logs
 
     def tokens_seen(self):
@@ -603,9 +615,13 @@ class Trainer:
         tokens_per_iter = (self.tokens_seen() - tokens0) / max(1, self.iter_num - it0)
         mfu = self.model.estimate_mfu(tokens_per_iter, dt, self.peak_flops * self.dist.world_size)
         clip = self.health.log_fields()
+        done = self.tokens_seen() // self.tokens_per_full_iter  # full iterations' worth (smaller steps in a ramp)
+        self.recent_dts.append(dt * self.tokens_per_full_iter / tokens_per_iter)
+        eta = tracking.eta_seconds(self.cfg["max_iters"] - done, self.recent_dts)
         self.log.info(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, grad norm {grad_norm:.3f} "
                       f"({clip['clip_frac']:.0%} clipped), {dt * 1000:.1f}ms, "
-                      f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu * 100:.2f}%")
+                      f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu * 100:.2f}%, "
+                      f"{done}/{self.cfg['max_iters']} eta {tracking.format_duration(eta)}")
         record = {"iter": it, "loss": loss, "lr": lr, "grad_norm": grad_norm, **clip, "tokens": self.tokens_seen(),
                   "micro_batches": n_micro, "dt_ms": dt * 1000, "tok_per_s": tokens_per_iter / dt, "mfu": mfu}
         if self.device.type == "cuda":
@@ -622,7 +638,8 @@ class Trainer:
             moved = None if self.resumed else set_aside_earlier_run(self.out_dir)
             if moved:
                 self.notes.append(moved)
-        self.log = RunLog(self.out_dir, self.dist.master)  # opened after restore(), whose trimming replaces the file
+        # opened after restore(), whose trimming replaces the file
+        self.log = RunLog(self.out_dir, self.dist.master, tracking.start(self.cfg, self.dist.master))
         try:
             for line in self.notes:
                 self.log.info(line)

