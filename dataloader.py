@@ -11,6 +11,8 @@ Unlike nanoGPT, the offsets come from a torch.Generator seeded by (seed, split, 
   - evaluation draws the same batches at every evaluation, so its loss moves only when the model does; its
     train-split batches use their own stream, not the training batches' (those the model was just trained on).
 --dataset may mix several prepared datasets: 'a:0.7,b:0.3' picks each window's dataset with those weights.
+fim={"rate", "spm_rate", "syntax_rate"} with rate > 0 applies fill-in-the-middle (fim.py) to the documents of
+training windows, with randomness from (seed, batch index) like the offsets; evaluation windows stay left-to-right.
 """
 
 import hashlib
@@ -103,7 +105,7 @@ class BatchSampler:
     """Draws (x, y) batches; x, y are (batch_size, block_size) int64 tensors on device, y shifted by one."""
 
     def __init__(self, dataset_spec, block_size, batch_size, device="cpu", seed=1337, rank=0, world_size=1,
-                 data_root="data"):
+                 data_root="data", fim=None):
         self.mixture = parse_mixture(dataset_spec)
         self.datasets = [PreparedDataset(name, data_root) for name, _ in self.mixture]
         self.weights = torch.tensor([w for _, w in self.mixture], dtype=torch.float64)
@@ -113,6 +115,15 @@ class BatchSampler:
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.step = 0  # global training micro-batches drawn so far (all ranks): the sampler's entire state
         self._check_lengths()
+        self.fim = self._fim_transform(fim) if fim and fim.get("rate", 0) > 0 else None
+
+    def _fim_transform(self, fim):
+        from fim import FimError, FimTransform  # only FIM runs need the tokenizer (and tree-sitter)
+
+        try:
+            return FimTransform.for_dataset(self.meta, fim["rate"], fim.get("spm_rate", 0.5), fim.get("syntax_rate", 0.5))
+        except FimError as e:
+            raise DataError(str(e)) from None
 
     @property
     def meta(self):
@@ -148,11 +159,13 @@ class BatchSampler:
         which = torch.multinomial(self.weights, B, replacement=True, generator=g) if len(self.datasets) > 1 \
             else torch.zeros(B, dtype=torch.long)
         u = torch.rand(B, generator=g, dtype=torch.float64)
+        fim = self.fim if split == "train" and stream is None else None  # training batches only
+        fim_rng = fim.rng(self.seed, index) if fim else None  # its own stream: the offsets stay those without FIM
         rows = []
         for i in range(B):
             data = self.datasets[int(which[i])].splits[split]
             start = int(u[i] * (len(data) - T - 1))
-            rows.append(data[start:start + T + 1])
+            rows.append(fim.window(data, start, T + 1, fim_rng) if fim else data[start:start + T + 1])
         xy = torch.from_numpy(np.stack(rows).astype(np.int64))
         x, y = xy[:, :-1].contiguous(), xy[:, 1:].contiguous()
         if self.device.type == "cuda":  # pinned + non_blocking lets the copy overlap the previous step's compute

@@ -5,7 +5,8 @@ Sample from a trained solGPT:
     python sample.py --ckpt=out-cpu/best_model.pt --start=FILE:prompt.sol --out=samples.txt
 
 Reads only the weights file (model.pt, or best_model.pt with --ckpt). Every prompt is preceded by the end-of-text
-token, i.e. it starts a new file, as documents did in training. Generation uses the KV cache (--use_kv_cache=False
+token, i.e. it starts a new file, as documents did in training; its last token is healed (healing.py: the model
+re-spells it, so a prompt ending in a newline is not read as the end of a file). Generation uses the KV cache (--use_kv_cache=False
 recomputes the whole window for every token: same tokens, slower; for comparison). Tokens/s goes to stderr.
 """
 
@@ -17,6 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checkpoint as ckpt_io  # noqa: E402
+import healing  # noqa: E402
 from configurator import configure  # noqa: E402
 from train import DTYPES, Dist, autocast, resolve_device, resolve_dtype  # noqa: E402  (same device/precision rules)
 
@@ -35,6 +37,7 @@ DEFAULTS = dict(
     dtype="auto",
     compile=False,
     use_kv_cache=True,
+    token_healing=True,  # re-spell the prompt's last token freely (healing.py): a prompt ending in "\n" can go on
     out="",  # also write the samples to this file (atomically)
 )
 SEPARATOR = "\n---------------\n"
@@ -82,27 +85,26 @@ def load_tokenizer(ckpt, path):
     return tok
 
 
-def generate_samples(model, prompt_ids, cfg, eot_token, vocab_limit, device):
-    """Yield (token ids, seconds) per sample; one torch.Generator seeded once makes the whole run reproducible."""
+def generate_samples(model, prompt_ids, cfg, eot_token, vocab_limit, device, tail=b"", table=None):
+    """Yield (new token ids, seconds) per sample; one torch.Generator seeded once makes the whole run reproducible.
+    tail: bytes healed off the prompt (healing.heal), which the first new tokens spell again."""
     device = torch.device(device)
     generator = torch.Generator(device=device).manual_seed(cfg["seed"])
     ctx = autocast(device, resolve_dtype(cfg["dtype"], device))
-    x = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     for _ in range(cfg["num_samples"]):
         t0 = time.perf_counter()
         with ctx:
-            y = model.generate(x, cfg["max_new_tokens"], temperature=cfg["temperature"], top_k=cfg["top_k"] or None,
-                               top_p=cfg["top_p"], eot_token=eot_token if cfg["stop_at_eot"] else None,
-                               generator=generator, use_cache=cfg["use_kv_cache"], vocab_limit=vocab_limit)
+            ids = healing.generate(model, prompt_ids, tail, table, cfg["max_new_tokens"],
+                                   temperature=cfg["temperature"], top_k=cfg["top_k"] or None, top_p=cfg["top_p"],
+                                   eot_token=eot_token if cfg["stop_at_eot"] else None, generator=generator,
+                                   use_cache=cfg["use_kv_cache"], vocab_limit=vocab_limit)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        yield y[0, len(prompt_ids):].tolist(), time.perf_counter() - t0
+        yield ids, time.perf_counter() - t0
 
 
-def decode_sample(tok, prompt_text, new_ids):
-    if tok.eot_token in new_ids:
-        new_ids = new_ids[:new_ids.index(tok.eot_token)]
-    return prompt_text + tok.decode(new_ids)
+def decode_sample(tok, prompt_text, new_ids, tail=b""):
+    return prompt_text + healing.decode_new(tok, new_ids, tail, tok.eot_token)
 
 
 def main(argv=None, tokenizer=None):
@@ -125,13 +127,18 @@ def main(argv=None, tokenizer=None):
     tok = tokenizer or load_tokenizer(ckpt, path)
     prompt_text = read_prompt(cfg["start"])
     prompt_ids = encode_prompt(prompt_text, tok, model.config.vocab_size)
+    tail, table = b"", None
+    if cfg["token_healing"] and cfg["max_new_tokens"] > 0:
+        prompt_ids, tail = healing.heal(prompt_ids, tok)
+        table = healing.token_table(tok)
     if cfg["compile"]:
         # compile forward itself: generate() calls self(...), which a torch.compile wrapper module would bypass;
         # dynamic shapes because every step's sequence and cache lengths differ
         model.forward = torch.compile(model.forward, dynamic=True)
     texts, n_tokens, seconds = [], 0, 0.0
-    for i, (ids, dt) in enumerate(generate_samples(model, prompt_ids, cfg, tok.eot_token, tok.n_vocab, device)):
-        text = decode_sample(tok, prompt_text, ids)
+    samples = generate_samples(model, prompt_ids, cfg, tok.eot_token, tok.n_vocab, device, tail, table)
+    for i, (ids, dt) in enumerate(samples):
+        text = decode_sample(tok, prompt_text, ids, tail)
         texts.append(text)
         n_tokens, seconds = n_tokens + len(ids), seconds + dt
         print(text + SEPARATOR, flush=True)
