@@ -8,7 +8,8 @@ again, letting the model pick the token the text would really have been encoded 
 ...). The same holds at any cursor that splits a word, and at the end of a FIM prefix.
 
     kept, tail = heal(prompt_ids, tok)          # tail: the bytes of the dropped token
-    ids = generate(model, kept, tail, table, max_new_tokens, ...)   # ids spell tail + continuation
+    rows = generate(model, kept, tail, token_table(tok), max_new_tokens, ...)   # each row spells tail, then goes on
+    text = decode_new(tok, rows[0], tail, tok.eot_token)                          # the continuation after the prompt
 """
 
 import functools
@@ -30,56 +31,41 @@ def _token_table(tok):
     return tuple(None if i in specials else as_bytes([i]) for i in range(tok.n_vocab))
 
 
-def heal(prompt_ids, tok, n_drop=1):
-    """(prompt_ids without its last n_drop regular tokens, their bytes). Special tokens (the leading end-of-text,
-    FIM sentinels) are never dropped: they are not text the model could spell differently."""
+def heal(prompt_ids, tok):
+    """(prompt_ids without its last token, that token's bytes). A special token (the leading end-of-text, a FIM
+    sentinel) is never dropped: it is not text the model could spell differently. One token, because one new token
+    must spell it again (the batch of samples stays in step)."""
     table = token_table(tok)
-    kept = list(prompt_ids)
-    tail = b""
-    for _ in range(n_drop):
-        if not kept or kept[-1] >= len(table) or table[kept[-1]] is None:
-            break
-        tail = table[kept.pop()] + tail
-    return kept, tail
+    if not prompt_ids or prompt_ids[-1] >= len(table) or table[prompt_ids[-1]] is None:
+        return list(prompt_ids), b""
+    return list(prompt_ids[:-1]), table[prompt_ids[-1]]
 
 
 def allowed_tokens(tail, table, size):
-    """Bool mask (size,) of the tokens that fit the text still to spell: a token that starts with all of it
-    (it completes the tail and goes on) or one that is a non-empty start of it (more constrained tokens follow)."""
+    """Bool mask (size,) of the regular tokens whose bytes start with tail: one such token spells the dropped text
+    and may go on ("\n" -> "\n    function"). The dropped token itself is one, so the set is never empty."""
     mask = torch.zeros(size, dtype=torch.bool)
-    for i, b in enumerate(table[:size]):
-        if b and (b.startswith(tail) or tail.startswith(b)):
-            mask[i] = True
+    mask[[i for i, b in enumerate(table[:size]) if b is not None and b.startswith(tail)]] = True
     return mask
 
 
-def constrained_step(model, idx, tail, table, temperature, top_k, top_p, generator, vocab_limit):
-    """One token for the single-row idx among those allowed by tail; returns (token id, tail left to spell)."""
-    with torch.no_grad():
-        logits, _ = model(idx[:, -model.config.block_size:])
-    logits = logits[:, -1, :].float()
-    mask = allowed_tokens(tail, table, logits.size(-1)).to(logits.device)
-    logits = logits.masked_fill(~mask, float("-inf"))
-    nxt = int(sample_next(logits, temperature, top_k, top_p, generator, vocab_limit)[0, 0])
-    b = table[nxt]
-    return nxt, (tail[len(b):] if tail.startswith(b) else b"")
-
-
-def generate(model, prompt_ids, tail, table, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+def generate(model, prompt_ids, tail, table, max_new_tokens, num_rows=1, temperature=1.0, top_k=None, top_p=None,
              eot_token=None, generator=None, use_cache=True, vocab_limit=None):
-    """model.generate for one prompt whose first new tokens must spell `tail`; returns the new token ids."""
+    """model.generate for num_rows copies of one prompt whose first new token must spell `tail` (b"" = no healing);
+    returns each row's new token ids."""
     device = next(model.parameters()).device
-    idx = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
-    new = []
-    while tail and len(new) < max_new_tokens:
-        nxt, tail = constrained_step(model, idx, tail, table, temperature, top_k, top_p, generator, vocab_limit)
-        new.append(nxt)
-        idx = torch.cat((idx, torch.tensor([[nxt]], device=device)), dim=1)
-    if len(new) < max_new_tokens:
-        y = model.generate(idx, max_new_tokens - len(new), temperature=temperature, top_k=top_k, top_p=top_p,
-                           eot_token=eot_token, generator=generator, use_cache=use_cache, vocab_limit=vocab_limit)
-        new += y[0, idx.size(1):].tolist()
-    return new
+    idx = torch.tensor([list(prompt_ids)] * num_rows, dtype=torch.long, device=device)
+    if tail and max_new_tokens > 0:
+        with torch.no_grad():
+            logits, _ = model(idx[:1, -model.config.block_size:])  # the rows are equal: one forward serves all
+        logits = logits[:, -1, :].float().expand(num_rows, -1)
+        mask = allowed_tokens(tail, table, logits.size(-1)).to(device)
+        nxt = sample_next(logits.masked_fill(~mask, float("-inf")), temperature, top_k, top_p, generator, vocab_limit)
+        idx = torch.cat((idx, nxt), dim=1)
+        max_new_tokens -= 1
+    y = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, eot_token=eot_token,
+                       generator=generator, use_cache=use_cache, vocab_limit=vocab_limit)
+    return y[:, len(prompt_ids):].tolist()
 
 
 def decode_new(tok, new_ids, tail, eot_token=None):

@@ -94,10 +94,10 @@ def generate_samples(model, prompt_ids, cfg, eot_token, vocab_limit, device, tai
     for _ in range(cfg["num_samples"]):
         t0 = time.perf_counter()
         with ctx:
-            ids = healing.generate(model, prompt_ids, tail, table, cfg["max_new_tokens"],
-                                   temperature=cfg["temperature"], top_k=cfg["top_k"] or None, top_p=cfg["top_p"],
-                                   eot_token=eot_token if cfg["stop_at_eot"] else None, generator=generator,
-                                   use_cache=cfg["use_kv_cache"], vocab_limit=vocab_limit)
+            ids, = healing.generate(model, prompt_ids, tail, table, cfg["max_new_tokens"],
+                                    temperature=cfg["temperature"], top_k=cfg["top_k"] or None, top_p=cfg["top_p"],
+                                    eot_token=eot_token if cfg["stop_at_eot"] else None, generator=generator,
+                                    use_cache=cfg["use_kv_cache"], vocab_limit=vocab_limit)
         if device.type == "cuda":
             torch.cuda.synchronize()
         yield ids, time.perf_counter() - t0
@@ -107,9 +107,8 @@ def decode_sample(tok, prompt_text, new_ids, tail=b""):
     return prompt_text + healing.decode_new(tok, new_ids, tail, tok.eot_token)
 
 
-def main(argv=None, tokenizer=None):
-    """tokenizer: inject one (tests); by default the one named in the checkpoint, via tokenizer.get_tokenizer."""
-    cfg = configure(DEFAULTS, argv, "sample.py", __doc__)
+def check_knobs(cfg):
+    """The sampling knobs (shared with complete.py), each checked with a one-line error."""
     for key, ok, rule in (("num_samples", cfg["num_samples"] >= 1, ">= 1"),
                           ("max_new_tokens", cfg["max_new_tokens"] >= 0, ">= 0"),
                           ("temperature", cfg["temperature"] >= 0, ">= 0 (0 is greedy)"),
@@ -118,6 +117,10 @@ def main(argv=None, tokenizer=None):
             raise SystemExit(f"error: --{key} must be {rule}, got {cfg[key]!r}")
     if cfg["dtype"] not in ("auto", *DTYPES):
         raise SystemExit(f"error: --dtype must be one of auto, {', '.join(DTYPES)}, got {cfg['dtype']!r}")
+
+
+def load_for_sampling(cfg, tokenizer=None):
+    """(model, tokenizer, device) from --ckpt or --out_dir/model.pt (shared with complete.py)."""
     device = resolve_device(cfg["device"], Dist())
     path = Path(cfg["ckpt"]) if cfg["ckpt"] else Path(cfg["out_dir"]) / ckpt_io.MODEL_FILE
     try:
@@ -125,16 +128,24 @@ def main(argv=None, tokenizer=None):
     except ckpt_io.CheckpointError as e:
         raise SystemExit(f"error: {e}") from None
     tok = tokenizer or load_tokenizer(ckpt, path)
+    if cfg["compile"]:
+        # compile forward itself: generate() calls self(...), which a torch.compile wrapper module would bypass;
+        # dynamic shapes because every step's sequence and cache lengths differ
+        model.forward = torch.compile(model.forward, dynamic=True)
+    return model, tok, device
+
+
+def main(argv=None, tokenizer=None):
+    """tokenizer: inject one (tests); by default the one named in the checkpoint, via tokenizer.get_tokenizer."""
+    cfg = configure(DEFAULTS, argv, "sample.py", __doc__)
+    check_knobs(cfg)
+    model, tok, device = load_for_sampling(cfg, tokenizer)
     prompt_text = read_prompt(cfg["start"])
     prompt_ids = encode_prompt(prompt_text, tok, model.config.vocab_size)
     tail, table = b"", None
     if cfg["token_healing"] and cfg["max_new_tokens"] > 0:
         prompt_ids, tail = healing.heal(prompt_ids, tok)
         table = healing.token_table(tok)
-    if cfg["compile"]:
-        # compile forward itself: generate() calls self(...), which a torch.compile wrapper module would bypass;
-        # dynamic shapes because every step's sequence and cache lengths differ
-        model.forward = torch.compile(model.forward, dynamic=True)
     texts, n_tokens, seconds = [], 0, 0.0
     samples = generate_samples(model, prompt_ids, cfg, tok.eot_token, tok.n_vocab, device, tail, table)
     for i, (ids, dt) in enumerate(samples):
