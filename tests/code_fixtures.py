@@ -18,9 +18,29 @@ contract A {
 """
 BODY = "\n        uint c = a + b;\n        return c;\n    "
 PREFIX, SUFFIX = CONTRACT.split(BODY)
+# token healing: as in the real corpus, a lone "\n" ends a file far less often than "\n<word>" goes on
+HEAL_PROMPT = "pragma solidity ^0.8.19;\n"
+HEAL_DOCS = ["pragma solidity ^0.8.19;\ncontract B {}"] * 3 + [HEAL_PROMPT]
 
 
-def memorizer(sequences, steps=200, seed=0, block_size=128):
+def training_sequences(tok):
+    """What the fixture model memorizes: CONTRACT's add() body as FIM (PSM, and with the prefix's last token moved
+    to the middle, as a character split point there would give), CONTRACT left to right, and HEAL_DOCS."""
+    import fim
+    eot, sentinels = tok.eot_token, fim.sentinels(tok)
+    pre, mid, suf = tok.encode(PREFIX), tok.encode(BODY), tok.encode(SUFFIX)
+    return [[eot, *fim.fim_ids(pre, mid, suf, sentinels), eot],
+            [eot, *fim.fim_ids(pre[:-1], pre[-1:] + mid, suf, sentinels), eot],
+            [eot, *tok.encode(CONTRACT), eot]] + [[eot, *tok.encode(doc), eot] for doc in HEAL_DOCS]
+
+
+def fixture_checkpoint(path):
+    from tokenizer import get_tokenizer
+    model, args, _ = memorizer(training_sequences(get_tokenizer()))
+    return save(model, args, path)
+
+
+def memorizer(sequences, steps=150, seed=0, block_size=128):
     """A 1-layer GPT trained until it reproduces the given token sequences greedily (full batch, AdamW)."""
     from tokenizer import get_tokenizer
     vocab = get_tokenizer().n_vocab
@@ -37,7 +57,7 @@ def memorizer(sequences, steps=200, seed=0, block_size=128):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return model.eval(), args, float(loss)
+    return model.eval(), args, loss.item()
 
 
 def save(model, args, path):
