@@ -36,6 +36,7 @@ class Source:
         self.tree = parser().parse(data)
         # byte offset -> char offset; only non-ASCII text needs the table
         self._char_at = None if len(data) == len(text) else _byte_to_char(text)
+        self._by_type = None
 
     def char(self, byte_offset):
         return byte_offset if self._char_at is None else self._char_at[byte_offset]
@@ -44,14 +45,15 @@ class Source:
         return self.char(node.start_byte), self.char(node.end_byte)
 
     def nodes(self, *types):
-        """Every node of these types, in document order."""
-        out, stack = [], [self.tree.root_node]
-        while stack:
-            node = stack.pop()
-            if node.type in types:
-                out.append(node)
-            stack.extend(reversed(node.children))
-        return out
+        """Every node of these types, in document order (one walk of the tree serves every later call)."""
+        if self._by_type is None:
+            self._by_type, stack = {}, [self.tree.root_node]
+            while stack:
+                node = stack.pop()
+                self._by_type.setdefault(node.type, []).append(node)
+                stack.extend(reversed(node.children))
+        found = [n for t in types for n in self._by_type.get(t, [])]
+        return sorted(found, key=lambda n: n.start_byte) if len(types) > 1 else found
 
 
 def _byte_to_char(text):
