@@ -135,6 +135,8 @@ class Compiler:
         try:
             return bool(self.compiler.compile_source(str(dest), base_paths=(str(self.modules / name),
                                                                              str(self.modules))).ok)
+        except getattr(self.compiler, "CompilerError", ()):  # e.g. no solc-js for this pragma: no verdict possible
+            return False
         finally:
             if original is None:
                 dest.unlink()

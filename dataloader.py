@@ -121,7 +121,8 @@ class BatchSampler:
         from fim import FimError, FimTransform  # only FIM runs need the tokenizer (and tree-sitter)
 
         try:
-            return FimTransform.for_dataset(self.meta, fim["rate"], fim.get("spm_rate", 0.5), fim.get("syntax_rate", 0.5))
+            return FimTransform.for_dataset(self.meta, fim["rate"], fim.get("spm_rate", 0.5),
+                                            fim.get("syntax_rate", 0.5))
         except FimError as e:
             raise DataError(str(e)) from None
 

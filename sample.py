@@ -6,8 +6,8 @@ Sample from a trained solGPT:
 
 Reads only the weights file (model.pt, or best_model.pt with --ckpt). Every prompt is preceded by the end-of-text
 token, i.e. it starts a new file, as documents did in training; its last token is healed (healing.py: the model
-re-spells it, so a prompt ending in a newline is not read as the end of a file). Generation uses the KV cache (--use_kv_cache=False
-recomputes the whole window for every token: same tokens, slower; for comparison). Tokens/s goes to stderr.
+re-spells it, so a prompt ending in a newline is not read as the end of a file). Generation uses the KV cache
+(--use_kv_cache=False recomputes the whole window for every token: same tokens, slower; for comparison). Tokens/s goes to stderr.
 """
 
 import sys

@@ -112,8 +112,8 @@ def natspec_functions(text):
         span = body_span(src, body)
         if span is None or not src.text[span[0]:span[1]].strip():
             continue
-        name = next((c for c in fn.children if c.type == "identifier"), None)
-        name = src.text[src.char(name.start_byte):src.char(name.end_byte)] if name is not None else fn.type.split("_")[0]
+        ident = next((c for c in fn.children if c.type == "identifier"), None)
+        name = src.text[slice(*src.span(ident))] if ident is not None else fn.type.split("_")[0]  # constructor
         found.append((name, _natspec_start(src, comment), span))
     return found
 

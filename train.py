@@ -344,7 +344,8 @@ def load_data(cfg, dist_info, device):
     try:
         return BatchSampler(cfg["dataset"], cfg["block_size"], cfg["batch_size"], device, cfg["seed"],
                             dist_info.rank, dist_info.world_size, cfg["data_root"],
-                            fim=dict(rate=cfg["fim_rate"], spm_rate=cfg["fim_spm_rate"], syntax_rate=cfg["fim_syntax_rate"]))
+                            fim=dict(rate=cfg["fim_rate"], spm_rate=cfg["fim_spm_rate"],
+                                     syntax_rate=cfg["fim_syntax_rate"]))
     except DataError as e:
         raise SystemExit(f"error: {e}") from None
 

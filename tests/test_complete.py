@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import complete
 import healing
@@ -84,7 +83,8 @@ def test_complete_script_prints_only_the_middle_and_writes_the_file(ckpt, tmp_pa
     proc = run_complete(f"--ckpt={ckpt}", "--prefix=FILE:before.sol", "--suffix=FILE:after.sol", "--temperature=0",
                         "--device=cpu", "--out=done.sol", cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout == "" and (tmp_path / "done.sol").read_text() == CONTRACT
-    for bad, message in ((["--prefix=FILE:missing.sol"], "error: prompt file missing.sol not found (--prefix=FILE:path)"),
+    missing = "error: prompt file missing.sol not found (--prefix=FILE:path)"
+    for bad, message in ((["--prefix=FILE:missing.sol"], missing),
                          (["--start=x", "--prefix=y"], "error: --start (left to right) and --prefix/--suffix"),
                          ([], "error: nothing to complete"),
                          (["--prefix=x", "--fim_order=mps"], "error: --fim_order must be psm or spm, got 'mps'")):
