@@ -103,7 +103,7 @@ class Completer:
         sentinels = fim.sentinels(self.tok, self.model.config.vocab_size)
         pre, suf = self.encode(prefix), self.encode(suffix)
         budget = min(self.cfg["max_new_tokens"], self.block_size // 2)
-        room = self.block_size - budget - FIM_SENTINELS_IN_PROMPT
+        room = max(0, self.block_size - budget - FIM_SENTINELS_IN_PROMPT)
         n_suf = min(len(suf), max(room // 4, room - len(pre)))  # the prefix usually says more: it gets 3/4
         pre, suf = pre[len(pre) - min(len(pre), room - n_suf):], suf[:n_suf]
         pre, tail = self.heal(pre)
