@@ -143,14 +143,17 @@ class Compiler:
             else:
                 dest.write_bytes(original)
 
-    def compiles(self, file_key, original, completed):
+    def compiles(self, file_key, original, completed, parses=True):
         """True/False for the completed file; None where no verdict is possible (no compiler, or the original
-        file itself does not compile here: then the completion cannot be judged)."""
+        file itself does not compile here: then the completion cannot be judged). A completion that does not
+        parse is False without running solc."""
         if self.compiler is None:
             return None
         if file_key not in self.original_ok:
             self.original_ok[file_key] = self._compile(file_key, original)
-        return self._compile(file_key, completed) if self.original_ok[file_key] else None
+        if not self.original_ok[file_key]:
+            return None
+        return parses and self._compile(file_key, completed)
 
 
 def load_set(path, limit):
@@ -171,8 +174,7 @@ def score_function(item, greedy, samples, compiler):
     pre, suf = item["prefix"], item["suffix"]
     ok = syntax_valid(pre, greedy, suf)
     return {"syntax@1": ok, "syntax@k": any(syntax_valid(pre, m, suf) for m in samples),
-            "compile@1": (compiler.compiles(item["file"], pre + item["body"] + suf, pre + greedy + suf)
-                          if ok or compiler.compiler is None else False),
+            "compile@1": compiler.compiles(item["file"], pre + item["body"] + suf, pre + greedy + suf, ok),
             "exact@1": exact_match(greedy, item["body"]), "edit_sim@1": edit_similarity(greedy, item["body"])}
 
 
