@@ -116,6 +116,8 @@ class BatchSampler:
         self.step = 0  # global training micro-batches drawn so far (all ranks): the sampler's entire state
         self._check_lengths()
         self.fim = self._fim_transform(fim) if fim and fim.get("rate", 0) > 0 else None
+        self.fim_spec = dict(rate=self.fim.rate, spm_rate=self.fim.spm_rate, syntax_rate=self.fim.syntax_rate) \
+            if self.fim else None
 
     def _fim_transform(self, fim):
         from fim import FimError, FimTransform  # only FIM runs need the tokenizer (and tree-sitter)
@@ -186,7 +188,8 @@ class BatchSampler:
         return ",".join(f"{n}:{w}" for n, w in self.mixture)
 
     def state_dict(self):
-        return {"step": self.step, "seed": self.seed, "world_size": self.world_size, "dataset": self.spec()}
+        state = {"step": self.step, "seed": self.seed, "world_size": self.world_size, "dataset": self.spec()}
+        return {**state, "fim": self.fim_spec} if self.fim_spec else state  # without FIM: the state as before
 
     def load_state_dict(self, state):
         """Restore the counter; a different seed or dataset would silently draw other batches: refused."""
@@ -196,6 +199,9 @@ class BatchSampler:
         if state.get("dataset") != self.spec():
             raise DataError(f"the checkpoint was trained on --dataset={state.get('dataset')}, this run uses "
                             f"{self.spec()}; resume with the same dataset")
+        if state.get("fim") != self.fim_spec:
+            raise DataError(f"the checkpoint was trained with FIM {state.get('fim') or 'off'}, this run has "
+                            f"{self.fim_spec or 'off'}; resume with the same fim_rate, fim_spm_rate, fim_syntax_rate")
         step = int(state["step"])
         if step % self.world_size:
             raise DataError(f"the checkpoint drew {step} micro-batches, which {self.world_size} processes cannot "

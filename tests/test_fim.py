@@ -134,6 +134,11 @@ def test_sampler_hook(tok, tmp_path):
     assert saw_fim
     for split in ("val", "train"):  # evaluation batches stay left to right
         assert plain.get_batch(split, index=2)[0].equal(on.get_batch(split, index=2)[0])
+    on.load_state_dict(again.state_dict())  # the same FIM settings resume ...
+    for other in (plain, BatchSampler("sol", 64, 4, data_root=tmp_path, fim=dict(rate=0.5))):  # ... others do not
+        with pytest.raises(DataError, match="resume with the same fim_rate"):
+            on.load_state_dict(other.state_dict())
+    assert plain.state_dict() == {"step": 5, "seed": 1337, "world_size": 1, "dataset": "sol:1.0"}  # FIM off: as before
     with pytest.raises(DataError, match="FIM needs the dataset's tokenizer"):
         from core_data import make_dataset
         make_dataset(tmp_path, "fake")
