@@ -64,7 +64,7 @@ def test_newline_prompt_no_longer_ends_the_sample_at_once(ckpt, tmp_path, capsys
 
 def test_fill_in_the_middle_returns_the_middle_and_stops_at_the_end_token(ckpt, tok):
     c = completer(ckpt)
-    assert c.fill(PREFIX, SUFFIX) == [BODY]
+    assert c.fill(PREFIX, SUFFIX) == [BODY] and c.fill(PREFIX, SUFFIX, 3) == [BODY] * 3
     prompt, tail, max_new = c.fim_prompt(PREFIX, SUFFIX)
     rows = c._generate(prompt, tail, max_new, 2, c._generator())
     n_body = len(tok.encode(BODY)) + 1  # the healed token, then the body
@@ -94,6 +94,7 @@ def test_complete_script_prints_only_the_middle_and_writes_the_file(ckpt, tmp_pa
 
 def test_left_to_right_writes_the_body_and_stops_at_its_brace(ckpt, tmp_path):
     assert completer(ckpt).continue_body(PREFIX) == [BODY]
+    assert completer(ckpt).continue_body(PREFIX, 3) == [BODY] * 3  # rows of a batch continue chunk after chunk
     (tmp_path / "sig.sol").write_text(PREFIX)
     proc = run_complete(f"--ckpt={ckpt}", "--start=FILE:sig.sol", "--temperature=0", "--device=cpu", cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout == BODY, proc.stderr
