@@ -11,6 +11,8 @@ Unlike nanoGPT, the offsets come from a torch.Generator seeded by (seed, split, 
   - evaluation draws the same batches at every evaluation, so its loss moves only when the model does; its
     train-split batches use their own stream, not the training batches' (those the model was just trained on).
 --dataset may mix several prepared datasets: 'a:0.7,b:0.3' picks each window's dataset with those weights.
+fim={"rate", "spm_rate", "syntax_rate"} with rate > 0 applies fill-in-the-middle (fim.py) to the documents of
+training windows, with randomness from (seed, batch index) like the offsets; evaluation windows stay left-to-right.
 """
 
 import hashlib
@@ -78,7 +80,7 @@ class BatchSampler:
     """Draws (x, y) batches; x, y are (batch_size, block_size) int64 tensors on device, y shifted by one."""
 
     def __init__(self, dataset_spec, block_size, batch_size, device="cpu", seed=1337, rank=0, world_size=1,
-                 data_root="data"):
+                 data_root="data", fim=None):
         self.mixture = parse_mixture(dataset_spec)
         self.datasets = [PreparedDataset(name, data_root) for name, _ in self.mixture]
         self.weights = torch.tensor([w for _, w in self.mixture], dtype=torch.float64)
@@ -88,6 +90,18 @@ class BatchSampler:
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.step = 0  # global training micro-batches drawn so far (all ranks): the sampler's entire state
         self._check_lengths()
+        self.fim = self._fim_transform(fim) if fim and fim.get("rate", 0) > 0 else None
+        self.fim_spec = dict(rate=self.fim.rate, spm_rate=self.fim.spm_rate, syntax_rate=self.fim.syntax_rate) \
+            if self.fim else None
+
+    def _fim_transform(self, fim):
+        from fim import FimError, FimTransform  # only FIM runs need the tokenizer (and tree-sitter)
+
+        try:
+            return FimTransform.for_dataset(self.meta, fim["rate"], fim.get("spm_rate", 0.5),
+                                            fim.get("syntax_rate", 0.5))
+        except FimError as e:
+            raise DataError(str(e)) from None
 
     @property
     def meta(self):
@@ -123,11 +137,13 @@ class BatchSampler:
         which = torch.multinomial(self.weights, B, replacement=True, generator=g) if len(self.datasets) > 1 \
             else torch.zeros(B, dtype=torch.long)
         u = torch.rand(B, generator=g, dtype=torch.float64)
+        fim = self.fim if split == "train" and stream is None else None  # training batches only
+        fim_rng = fim.rng(self.seed, index) if fim else None  # its own stream: the offsets stay those without FIM
         rows = []
         for i in range(B):
             data = self.datasets[int(which[i])].splits[split]
             start = int(u[i] * (len(data) - T))  # 0 .. len-T-1: the window may end at the split's last token
-            rows.append(data[start:start + T + 1])
+            rows.append(fim.window(data, start, T + 1, fim_rng) if fim else data[start:start + T + 1])
         xy = torch.from_numpy(np.stack(rows).astype(np.int64))
         if self.device.type == "cuda":  # one pinned copy of the window; non_blocking overlaps the GPU's compute
             xy = xy.pin_memory().to(self.device, non_blocking=True)
@@ -148,7 +164,8 @@ class BatchSampler:
         return ",".join(f"{n}:{w}" for n, w in self.mixture)
 
     def state_dict(self):
-        return {"step": self.step, "seed": self.seed, "world_size": self.world_size, "dataset": self.spec()}
+        state = {"step": self.step, "seed": self.seed, "world_size": self.world_size, "dataset": self.spec()}
+        return {**state, "fim": self.fim_spec} if self.fim_spec else state  # without FIM: the state as before
 
     def load_state_dict(self, state):
         """Restore the counter; a different seed or dataset would silently draw other batches: refused."""
@@ -158,6 +175,9 @@ class BatchSampler:
         if state.get("dataset") != self.spec():
             raise DataError(f"the checkpoint was trained on --dataset={state.get('dataset')}, this run uses "
                             f"{self.spec()}; resume with the same dataset")
+        if state.get("fim") != self.fim_spec:
+            raise DataError(f"the checkpoint was trained with FIM {state.get('fim') or 'off'}, this run has "
+                            f"{self.fim_spec or 'off'}; resume with the same fim_rate, fim_spm_rate, fim_syntax_rate")
         step = int(state["step"])
         if step % self.world_size:
             raise DataError(f"the checkpoint drew {step} micro-batches, which {self.world_size} processes cannot "

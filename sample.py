@@ -5,8 +5,9 @@ Sample from a trained solGPT:
     python sample.py --ckpt=out-cpu/best_model.pt --start=FILE:prompt.sol --out=samples.txt
 
 Reads only the weights file (model.pt, or best_model.pt with --ckpt). Every prompt is preceded by the end-of-text
-token, i.e. it starts a new file, as documents did in training. Generation uses the KV cache (--use_kv_cache=False
-recomputes the whole window for every token: same tokens, slower; for comparison). Tokens/s goes to stderr.
+token, i.e. it starts a new file, as documents did in training; its last token is healed (healing.py: the model
+re-spells it, so a prompt ending in a newline is not read as the end of a file). Generation uses the KV cache
+(--use_kv_cache=False recomputes the whole window for every token: same tokens, slower; for comparison). Tokens/s goes to stderr.
 """
 
 import sys
@@ -17,6 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checkpoint as ckpt_io  # noqa: E402
+import healing  # noqa: E402
 from configurator import configure  # noqa: E402
 from runtime import DTYPES, Dist, autocast, resolve_device, resolve_dtype  # noqa: E402  (same rules as train.py)
 
@@ -37,6 +39,7 @@ DEFAULTS = dict(
     use_kv_cache=True,
     threads=1,  # CPU threads; 0 = PyTorch's default (one per core). Batch-1 decoding of a small model is a chain of
     # small matmuls, where thread hand-offs cost more than they save: 1 thread was the fastest measured (README)
+    token_healing=True,  # re-spell the prompt's last token freely (healing.py): a prompt ending in "\n" can go on
     out="",  # also write the samples to this file (atomically)
 )
 SEPARATOR = "\n---------------\n"
@@ -84,32 +87,30 @@ def load_tokenizer(ckpt, path):
     return tok
 
 
-def generate_samples(model, prompt_ids, cfg, eot_token, vocab_limit, device):
-    """Yield (token ids, seconds) per sample; one torch.Generator seeded once makes the whole run reproducible."""
+def generate_samples(model, prompt_ids, cfg, eot_token, vocab_limit, device, tail=b"", table=None):
+    """Yield (new token ids, seconds) per sample; one torch.Generator seeded once makes the whole run reproducible.
+    tail: bytes healed off the prompt (healing.heal), which the first new tokens spell again."""
     device = torch.device(device)
     generator = torch.Generator(device=device).manual_seed(cfg["seed"])
     ctx = autocast(device, resolve_dtype(cfg["dtype"], device))
-    x = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     for _ in range(cfg["num_samples"]):
         t0 = time.perf_counter()
         with ctx:
-            y = model.generate(x, cfg["max_new_tokens"], temperature=cfg["temperature"], top_k=cfg["top_k"] or None,
-                               top_p=cfg["top_p"], eot_token=eot_token if cfg["stop_at_eot"] else None,
-                               generator=generator, use_cache=cfg["use_kv_cache"], vocab_limit=vocab_limit)
+            ids, = healing.generate(model, prompt_ids, tail, table, cfg["max_new_tokens"],
+                                    temperature=cfg["temperature"], top_k=cfg["top_k"] or None, top_p=cfg["top_p"],
+                                    eot_token=eot_token if cfg["stop_at_eot"] else None, generator=generator,
+                                    use_cache=cfg["use_kv_cache"], vocab_limit=vocab_limit)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        yield y[0, len(prompt_ids):].tolist(), time.perf_counter() - t0
+        yield ids, time.perf_counter() - t0
 
 
-def decode_sample(tok, prompt_text, new_ids):
-    if tok.eot_token in new_ids:
-        new_ids = new_ids[:new_ids.index(tok.eot_token)]
-    return prompt_text + tok.decode(new_ids)
+def decode_sample(tok, prompt_text, new_ids, tail=b""):
+    return prompt_text + healing.decode_new(tok, new_ids, tail, tok.eot_token)
 
 
-def main(argv=None, tokenizer=None):
-    """tokenizer: inject one (tests); by default the one named in the checkpoint, via tokenizer.get_tokenizer."""
-    cfg = configure(DEFAULTS, argv, "sample.py", __doc__)
+def check_knobs(cfg):
+    """The sampling knobs (shared with complete.py), each checked with a one-line error."""
     for key, ok, rule in (("num_samples", cfg["num_samples"] >= 1, ">= 1"),
                           ("max_new_tokens", cfg["max_new_tokens"] >= 0, ">= 0"),
                           ("temperature", cfg["temperature"] >= 0, ">= 0 (0 is greedy)"),
@@ -120,6 +121,10 @@ def main(argv=None, tokenizer=None):
         raise SystemExit(f"error: --dtype must be one of auto, {', '.join(DTYPES)}, got {cfg['dtype']!r}")
     if cfg["threads"] < 0:
         raise SystemExit(f"error: --threads must be >= 0 (0 = one per core), got {cfg['threads']}")
+
+
+def load_for_sampling(cfg, tokenizer=None):
+    """(model, tokenizer, device) from --ckpt or --out_dir/model.pt (shared with complete.py)."""
     device = resolve_device(cfg["device"], Dist())
     if device.type == "cpu" and cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
@@ -129,15 +134,28 @@ def main(argv=None, tokenizer=None):
     except ckpt_io.CheckpointError as e:
         raise SystemExit(f"error: {e}") from None
     tok = tokenizer or load_tokenizer(ckpt, path)
-    prompt_text = read_prompt(cfg["start"])
-    prompt_ids = encode_prompt(prompt_text, tok, model.config.vocab_size)
     if cfg["compile"]:
         # compile forward itself: generate() calls self(...), which a torch.compile wrapper module would bypass;
         # dynamic shapes because every step's sequence and cache lengths differ
         model.forward = torch.compile(model.forward, dynamic=True)
+    return model, tok, device
+
+
+def main(argv=None, tokenizer=None):
+    """tokenizer: inject one (tests); by default the one named in the checkpoint, via tokenizer.get_tokenizer."""
+    cfg = configure(DEFAULTS, argv, "sample.py", __doc__)
+    check_knobs(cfg)
+    model, tok, device = load_for_sampling(cfg, tokenizer)
+    prompt_text = read_prompt(cfg["start"])
+    prompt_ids = encode_prompt(prompt_text, tok, model.config.vocab_size)
+    tail, table = b"", None
+    if cfg["token_healing"] and cfg["max_new_tokens"] > 0:
+        prompt_ids, tail = healing.heal(prompt_ids, tok)
+        table = healing.token_table(tok)
     texts, n_tokens, seconds = [], 0, 0.0
-    for i, (ids, dt) in enumerate(generate_samples(model, prompt_ids, cfg, tok.eot_token, tok.n_vocab, device)):
-        text = decode_sample(tok, prompt_text, ids)
+    samples = generate_samples(model, prompt_ids, cfg, tok.eot_token, tok.n_vocab, device, tail, table)
+    for i, (ids, dt) in enumerate(samples):
+        text = decode_sample(tok, prompt_text, ids, tail)
         texts.append(text)
         n_tokens, seconds = n_tokens + len(ids), seconds + dt
         print(text + SEPARATOR, flush=True)

@@ -69,6 +69,9 @@ DEFAULTS = dict(
     # max_iters, warmup_iters and lr_decay_iters count full-batch iterations' worth of tokens (see schedule.py).
     batch_ramp_tokens=0,
     batch_ramp_start=0.25,
+    fim_rate=0.0,  # fill-in-the-middle (fim.py): share of training documents moved to FIM order; 0 = off
+    fim_spm_rate=0.5,  # share of FIM documents in SPM order (the rest PSM)
+    fim_syntax_rate=0.5,  # share of FIM split points at a whole function body or statement (tree-sitter)
     # model
     n_layer=6,
     n_head=6,
@@ -140,6 +143,8 @@ def validate_config(cfg):
         need(0 <= cfg[key] < 1, f"--{key} must be in [0, 1), got {cfg[key]}")
     need(cfg["peak_flops"] >= 0, f"--peak_flops must be >= 0 (0 = look it up), got {cfg['peak_flops']}")
     need(cfg["n_embd"] % cfg["n_head"] == 0, f"--n_embd ({cfg['n_embd']}) must be a multiple of --n_head ({cfg['n_head']})")
+    for key in ("fim_rate", "fim_spm_rate", "fim_syntax_rate"):
+        need(0 <= cfg[key] <= 1, f"--{key} must be in [0, 1], got {cfg[key]}")
     need(0 <= cfg["dropout"] < 1, f"--dropout must be in [0, 1), got {cfg['dropout']}")
     need(cfg["init_from"] in ("scratch", "resume"), f"--init_from must be 'scratch' or 'resume', got {cfg['init_from']!r}")
     need(cfg["dtype"] in ("auto", *DTYPES), f"--dtype must be one of auto, {', '.join(DTYPES)}, got {cfg['dtype']!r}")
@@ -379,7 +384,9 @@ def check_resume_tokenizer(cfg, state, meta):
 def load_data(cfg, dist_info, device):
     try:
         return BatchSampler(cfg["dataset"], cfg["block_size"], cfg["batch_size"], device, cfg["seed"],
-                            dist_info.rank, dist_info.world_size, cfg["data_root"])
+                            dist_info.rank, dist_info.world_size, cfg["data_root"],
+                            fim=dict(rate=cfg["fim_rate"], spm_rate=cfg["fim_spm_rate"],
+                                     syntax_rate=cfg["fim_syntax_rate"]))
     except DataError as e:
         raise SystemExit(f"error: {e}") from None
 
