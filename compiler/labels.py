@@ -105,6 +105,10 @@ def analyse(target, working_dir=None, include_paths=(), timeout_s: int = 180, ve
         args = " ".join(f"--include-path {p}" for p in include_paths)
         old = signal.signal(signal.SIGALRM, _on_alarm)
         signal.alarm(timeout_s)
+        cwd = os.getcwd()
+        # crytic-compile resolves a relative source name against the process's directory before solc's, so a
+        # same-named file there would be analysed instead: run from the working directory.
+        os.chdir(working_dir)
         try:
             sl = Slither(str(target), solc=str(solc), solc_working_dir=str(working_dir), solc_args=args,
                          solc_disable_warnings=True)
@@ -112,6 +116,7 @@ def analyse(target, working_dir=None, include_paths=(), timeout_s: int = 180, ve
                 sl.register_detector(d)
             findings = [f for per_detector in sl.run_detectors() for f in per_detector]
         finally:
+            os.chdir(cwd)
             signal.alarm(0)
             signal.signal(signal.SIGALRM, old)
         names = {RENAMED.get(f["check"], f["check"]) for f in findings if _in_file(f, path)}
