@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -128,14 +129,18 @@ def analyse(target, working_dir=None, include_paths=(), timeout_s: int = 180, ve
     except SystemExit as e:  # compiler.CompilerError: a pragma no release satisfies
         out.update(status="compile_error", error=_first_line(e.code))
     except Exception as e:  # noqa: BLE001 - Slither's parser raises many kinds; the file is recorded, not fatal
-        out.update(status="slither_error", error=f"{type(e).__name__}: {_first_line(e)}")
+        # Slither re-raises crytic-compile's InvalidCompilation as SlitherError("Invalid compilation: ...").
+        status = "compile_error" if str(e).startswith("Invalid compilation") else "slither_error"
+        out.update(status=status, error=f"{type(e).__name__}: {_first_line(e)}")
     out["seconds"] = round(time.time() - t0, 2)
     return out
 
 
 def _first_line(e) -> str:
-    lines = [s for s in str(e).strip().splitlines() if s.strip()]
-    return (lines[0] if lines else repr(e))[:300]
+    """The line that says what went wrong: a compiler's `...Error: ...` line when there is one."""
+    lines = [s.strip() for s in str(e).strip().splitlines() if s.strip()]
+    errors = [s for s in lines if re.match(r"\w*Error: ", s)]
+    return ((errors or lines)[0] if lines else repr(e))[:300]
 
 
 def quiet():

@@ -214,6 +214,37 @@ def write_labels(path: Path, entries: list[dict], meta: dict):
     atomic_write(path, lambda f: f.write(f'{head},\n "files": [\n{body}\n ]\n}}\n'.encode()))
 
 
+# --------------------------------------------------------------------------------------------------- reading
+def labelled_examples(split: str | None = None, labels_path: Path = HERE / "labels.json",
+                      tarball_dir: Path = corpus.TARBALL_DIR):
+    """Yield {"text", "labels", "detectors", "package", "path", "kind", "split"} for every labelled (status ok)
+    entry of labels.json, optionally of one split ("train" or "held_out"). Texts come from the npm tarballs (clean
+    files as published; injected variants rebuilt with compiler.inject from the recorded kind and compiler), and
+    each is checked against the recorded sha256, so a label never lands on different code."""
+    doc = json.loads(Path(labels_path).read_text())
+    by_package = defaultdict(list)
+    for e in doc["files"]:
+        if e["status"] == "ok" and split in (None, e["split"]):
+            by_package[e["package"]].append(e)
+    for package, entries in by_package.items():
+        name, version = package.rsplit("@", 1)
+        path = Path(tarball_dir) / corpus.tarball_name(name, version)
+        if not path.exists():
+            raise corpus.PrepareError(f"{path} is missing: run data/solidity-packages/prepare.py (or pass the "
+                                      f"folder holding the npm tarballs)")
+        files = dict(corpus.read_tarball(path, name)[1])
+        for e in entries:
+            text = files.get(e["path"])
+            if text is not None and e["kind"] != "clean":
+                made = inject.inject(text, e["kind"], e["solc"])
+                text = made[0] if made else None
+            if text is None or sha256(text) != e["sha256"]:
+                raise corpus.PrepareError(f"{package} {e['path']} ({e['kind']}) does not match labels.json's sha256: "
+                                          f"the tarball or compiler/inject.py changed; rerun this script")
+            yield {"text": text, "labels": e["labels"], "detectors": e["detectors"], "package": package,
+                   "path": e["path"], "kind": e["kind"], "split": e["split"]}
+
+
 # --------------------------------------------------------------------------------------------------- main
 def corpus_files(args, packages, spec, tree) -> list[dict]:
     """The files the default corpus keeps, with where they lie unpacked, their split and compiler."""
