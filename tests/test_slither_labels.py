@@ -184,3 +184,11 @@ def test_labelled_examples_rebuild_texts_and_check_hashes(tmp_path):
         list(prepare.labelled_examples(None, tmp_path / "labels.json", tmp_path))
     assert str(e.value.code) == ("error: acme@1.0.0 package/Host.sol (reentrancy) does not match labels.json's "
                                  "sha256: the tarball or compiler/inject.py changed; rerun this script")
+
+
+def test_prepare_rejects_bad_arguments_in_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        prepare.main(["--workers", "0"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == ("error: --workers and --timeout_s must be >= 1 and --inject_every >= 0 "
+                                       "(see --help)\n")

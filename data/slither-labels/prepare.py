@@ -287,6 +287,11 @@ def main(argv=None):
     if args.workers < 1 or args.inject_every < 0 or args.timeout_s < 1:
         p.error("--workers and --timeout_s must be >= 1 and --inject_every >= 0")
     from tqdm import tqdm
+    try:
+        labels.detector_classes()  # fails here, once, rather than in every worker
+    except ImportError:
+        raise corpus.PrepareError("slither-analyzer is not installed: pip install -r requirements-vuln.txt "
+                                  "torch==2.13.0") from None
 
     t0 = time.time()
     spec = corpus.load_package_list(args.packages)
