@@ -41,6 +41,8 @@ function semverOf(solc) {
   return m ? [+m[1], +m[2], +m[3]] : fail(`cannot read the version of ${solc.version()}`);
 }
 
+const located = {}; // source unit name -> the file the import callback read it from
+
 function makeReader(roots) {
   const bases = [process.cwd(), ...roots.map((r) => path.resolve(r))];
   return function findImport(name) {
@@ -51,7 +53,10 @@ function makeReader(roots) {
         if (path.dirname(d) === d) break;
       }
       for (const p of tried) {
-        if (fs.existsSync(p) && fs.statSync(p).isFile()) return { contents: fs.readFileSync(p, "utf8") };
+        if (fs.existsSync(p) && fs.statSync(p).isFile()) {
+          located[name] = p;
+          return { contents: fs.readFileSync(p, "utf8") };
+        }
       }
     }
     return { error: `File not found: ${name}` };
@@ -89,10 +94,18 @@ function combinedJson(solc, args) {
     language: "Solidity", sources,
     settings: { remappings: args.remappings, outputSelection: { "*": { "*": selected, "": ["ast"] } } },
   };
-  const out = compileStandard(solc, input, makeReader(args.roots));
+  let out = compileStandard(solc, input, makeReader(args.roots));
   const errors = (out.errors || []).filter((e) => e.severity === "error");
   for (const e of out.errors || []) process.stderr.write((e.formattedMessage || e.message) + "\n");
   if (errors.length) process.exit(1);
+  // crytic-compile finds a source by its name relative to the working directory (or ./contracts, or node_modules
+  // here and above). A name found only through --include-path ("src/lib/A.sol") is renamed to where it lies,
+  // in the AST's absolutePath fields too, so Slither's import scopes still match.
+  const rename = {};
+  for (const name of Object.keys(out.sources || {})) {
+    if (located[name] && !cryticFinds(name)) rename[name] = path.relative(process.cwd(), located[name]);
+  }
+  if (Object.keys(rename).length) out = renameSources(out, rename);
   // Before 0.8 solc's --combined-json printed abi, userdoc and devdoc as JSON strings; crytic-compile expects that.
   const asText = (v) => (minor < 8 ? JSON.stringify(v) : v);
   const contracts = {};
@@ -116,6 +129,31 @@ function combinedJson(solc, args) {
   const srcs = {};
   for (const f of sourceList) srcs[f] = { AST: out.sources[f].ast };
   return { contracts, sourceList, sources: srcs, version: solc.version() };
+}
+
+function cryticFinds(name) {
+  const isFile = (p) => fs.existsSync(p) && fs.statSync(p).isFile();
+  const cwd = process.cwd();
+  if (isFile(path.resolve(cwd, name)) || isFile(path.join(cwd, "contracts", name))) return true;
+  for (let d = cwd; ; d = path.dirname(d)) {
+    if (isFile(path.join(d, "node_modules", name))) return true;
+    if (path.dirname(d) === d) return false;
+  }
+}
+
+function renameSources(out, rename) {
+  const walk = (node) => {
+    if (Array.isArray(node)) node.forEach(walk);
+    else if (node && typeof node === "object") {
+      if (typeof node.absolutePath === "string" && rename[node.absolutePath]) node.absolutePath = rename[node.absolutePath];
+      Object.values(node).forEach(walk);
+    }
+  };
+  const sources = {};
+  for (const [name, s] of Object.entries(out.sources)) { walk(s.ast); sources[rename[name] || name] = s; }
+  const contracts = {};
+  for (const [name, c] of Object.entries(out.contracts || {})) contracts[rename[name] || name] = c;
+  return { ...out, sources, contracts };
 }
 
 function main() {

@@ -162,3 +162,16 @@ def test_class_mapping():
 def test_all_38_detectors_exist_in_installed_slither():
     names = {c.ARGUMENT for c in labels.detector_classes()}
     assert len(names) == 38 and "arbitrary-send-eth" in names and "arbitrary-send" not in names
+
+
+@needs_node
+def test_include_path_imports_reach_slither(tmp_path):
+    """`import "src/Lib.sol"` found only through --include-path: crytic-compile cannot find "src/Lib.sol" from the
+    working directory, so the wrapper renames the source to where it lies (AST included) and Slither still runs."""
+    pkg = tmp_path / "node_modules" / "acme"
+    (pkg / "src").mkdir(parents=True)
+    (pkg / "src" / "Lib.sol").write_text("pragma solidity ^0.8.0;\ncontract Lib { uint256 internal x; }\n")
+    (pkg / "src" / "App.sol").write_text(REENTRANT.replace("contract Bank {", 'import "src/Lib.sol";\n'
+                                                                              "contract Bank is Lib {"))
+    result = labels.analyse("node_modules/acme/src/App.sol", working_dir=tmp_path, include_paths=[pkg])
+    assert (result["status"], result["detectors"]) == ("ok", ["reentrancy-eth"]), result
