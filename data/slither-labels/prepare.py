@@ -307,35 +307,43 @@ def main(argv=None):
     lid = labeller_id()
     key = lambda job: hashlib.sha256((lid + "\0" + job["sha256"]).encode()).hexdigest()  # noqa: E731
     jobs = [j for j in (prepare_job(j) for j in make_jobs([f for f in files if f["solc"]], args.inject_every)) if j]
-    entries = [entry({**f, "kind": "clean", "sha256": sha256(f["text"])},
-                     {"status": "compile_error", "solc": None, "detectors": [], "seconds": 0,
-                      "error": "no solc-js release satisfies the pragma"}) for f in files if not f["solc"]]
-    todo = []
+    # One entry per (package, path, kind); a rerun's result replaces a cached failure it retries.
+    done = {(f["package"], f["path"], "clean"): entry({**f, "kind": "clean", "sha256": sha256(f["text"])},
+                                                      {"status": "compile_error", "solc": None, "detectors": [],
+                                                       "seconds": 0, "error": "no solc-js release satisfies the pragma"})
+            for f in files if not f["solc"]}
+    retry, todo = [], []
     for job in jobs:
         cached = results / f"{key(job)}.json"
-        if cached.exists() and (not args.retry_failed or json.loads(cached.read_text())["status"] == "ok"):
-            entries.append(entry(job, json.loads(cached.read_text())))
+        if cached.exists():
+            result = json.loads(cached.read_text())
+            done[(job["package"], job["path"], job["kind"])] = entry(job, result)
+            if args.retry_failed and result["status"] != "ok":
+                retry.append(job)
         else:
             todo.append(job)
+    todo = retry + todo  # retried failures first, so a short --time_budget_min still gets to them
     meta = {"labeller": json.loads(lid), "classes": list(labels.CLASSES), "class_of_detector": labels.CLASS_OF,
             "split": {"by": "package", "held_out_packages": spec.get("val_packages", [])},
             "corpus_files": len(files), "injection_kinds": list(inject.KINDS)}
-    print(f"{len(files)} corpus files, {len(jobs)} jobs ({len(jobs) - len(todo)} cached), "
+    print(f"{len(files)} corpus files, {len(jobs)} jobs ({len(jobs) - len(todo) + len(retry)} cached, "
+          f"{len(retry)} of them failures to retry), "
           f"{args.workers} workers, setup {time.time() - t0:.0f} s")
     stopped = False
     with mp.get_context("fork").Pool(args.workers, initializer=_init_worker) as pool, \
             tqdm(total=len(todo), desc="slither", unit="file") as bar:
         for n, (job, result) in enumerate(pool.imap_unordered(run_job, todo), 1):
             atomic_write(results / f"{key(job)}.json", lambda f, r=result: f.write(json.dumps(r).encode()))
-            entries.append(entry(job, result))
+            done[(job["package"], job["path"], job["kind"])] = entry(job, result)
             bar.update()
-            bar.set_postfix(ok=sum(e["status"] == "ok" for e in entries), refresh=False)
+            bar.set_postfix(ok=sum(e["status"] == "ok" for e in done.values()), refresh=False)
             if n % 50 == 0:
-                write_labels(args.out, entries, meta)
+                write_labels(args.out, list(done.values()), meta)
             if args.time_budget_min and time.time() - t0 > 60 * args.time_budget_min:
                 stopped = True
                 pool.terminate()
                 break
+    entries = list(done.values())
     write_labels(args.out, entries, meta)
     s = summarise(entries)
     print(json.dumps({"counts": s["counts"], "injection_confirmed": s["injection_confirmed"],
