@@ -18,6 +18,17 @@ import prepare  # noqa: E402
 needs_node = pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
                                 reason="node/npm are not on PATH: solc-js needs Node.js (https://nodejs.org)")
 
+REENTRANT_BODY = """pragma solidity ^0.8.0;
+contract Bank {
+    mapping(address => uint256) public balances;
+    function deposit() external payable { balances[msg.sender] += msg.value; }
+    function withdraw() external {
+        (bool ok, ) = msg.sender.call{value: balances[msg.sender]}("");
+        require(ok);
+        balances[msg.sender] = 0;
+    }
+}
+"""
 HOST = """// SPDX-License-Identifier: MIT
 pragma solidity PRAGMA;
 /* a brace in a comment: } */
@@ -192,3 +203,45 @@ def test_prepare_rejects_bad_arguments_in_one_line(capsys):
     assert e.value.code == 2
     assert capsys.readouterr().err == ("error: --workers and --timeout_s must be >= 1 and --inject_every >= 0 "
                                        "(see --help)\n")
+
+
+def _tarball(path, files: dict):
+    import io
+    import tarfile
+    with tarfile.open(path, "w:gz") as tf:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"package/{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+
+
+@needs_node
+def test_prepare_end_to_end_on_two_tiny_packages(tmp_path):
+    """A train package with a reentrant contract and a held-out package importing it through node_modules: labels,
+    split, one injection per file confirmed by Slither, findings kept to the file they are in."""
+    bank = "// SPDX-License-Identifier: MIT\n" + REENTRANT_BODY
+    vault = ('// SPDX-License-Identifier: MIT\npragma solidity ^0.8.0;\nimport "@acme/bank/Bank.sol";\n'
+             "contract Vault is Bank {\n    uint256 public fee;\n    function setFee(uint256 f) external { fee = f; }\n}\n")
+    _tarball(tmp_path / "acme-bank-1.0.0.tgz", {"Bank.sol": bank, "package.json": '{"name": "@acme/bank"}'})
+    _tarball(tmp_path / "vault-2.0.0.tgz", {"Vault.sol": vault, "package.json": '{"name": "vault", "license": "MIT"}'})
+    (tmp_path / "packages.json").write_text(json.dumps({"val_packages": ["vault"], "packages": [
+        {"name": "@acme/bank", "version": "1.0.0"}, {"name": "vault", "version": "2.0.0"}]}))
+    out = tmp_path / "labels.json"
+    prepare.main(["--packages", str(tmp_path / "packages.json"), "--tarball_dir", str(tmp_path), "--cache_dir",
+                  str(tmp_path / "cache"), "--out", str(out), "--workers", "1"])
+    doc = json.loads(out.read_text())
+    got = {(e["package"], e["kind"]): (e["split"], e["status"], e["detectors"], e["labels"]) for e in doc["files"]}
+    assert got == {
+        ("@acme/bank@1.0.0", "clean"): ("train", "ok", ["reentrancy-eth"], ["reentrancy"]),
+        ("@acme/bank@1.0.0", "reentrancy"): ("train", "ok", ["reentrancy-eth"], ["reentrancy"]),
+        ("vault@2.0.0", "clean"): ("held_out", "ok", [], ["safe"]),  # Bank's bug is Bank's, not Vault's
+        ("vault@2.0.0", "unchecked-send"): ("held_out", "ok", ["arbitrary-send", "unchecked-send"],
+                                            ["access-control", "unchecked-calls"]),
+    }
+    assert doc["counts"]["held_out/clean"] == {"files": 1, "labelled": 1, "failed": {}, "classes": {"safe": 1}}
+    assert doc["injection_confirmed"]["unchecked-send"] == "1/1"
+    # the examples reader rebuilds exactly the analysed texts
+    texts = {(x["package"], x["kind"]): x["text"] for x in prepare.labelled_examples(None, out, tmp_path)}
+    assert texts[("@acme/bank@1.0.0", "clean")] == bank
+    assert "_solgpt_inj" in texts[("vault@2.0.0", "unchecked-send")]
