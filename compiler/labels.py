@@ -139,8 +139,12 @@ def analyse(target, working_dir=None, include_paths=(), timeout_s: int = 180, ve
 def _first_line(e) -> str:
     """The line that says what went wrong: a compiler's `...Error: ...` line when there is one."""
     lines = [s.strip() for s in str(e).strip().splitlines() if s.strip()]
-    errors = [s for s in lines if re.match(r"\w*Error: ", s)]
-    return ((errors or lines)[0] if lines else repr(e))[:300]
+    errors = [m.group() for s in lines if (m := re.search(r"\b\w*Error: .*", s))]
+    if errors:
+        return errors[0][:300]
+    if len(lines) > 1 and lines[0].endswith(":"):  # "Invalid compilation:" / "Unknown file: ..."
+        return f"{lines[0]} {lines[1]}"[:300]
+    return (lines[0] if lines else repr(e))[:300]
 
 
 def quiet():

@@ -144,6 +144,14 @@ def test_analyse_records_a_compile_error(tmp_path):
     (tmp_path / "Bad.sol").write_text("pragma solidity ^0.8.0;\ncontract Bad { function f() public { uint x = ; } }\n")
     bad = labels.analyse("Bad.sol", working_dir=tmp_path)
     assert bad["status"] == "compile_error" and bad["detectors"] == []
+    assert bad["error"] == "SlitherError: ParserError: Expected primary expression."
+
+
+def test_error_line_picks_what_went_wrong():
+    assert labels._first_line("Invalid compilation: \nUnknown file: src/A.sol\n  - Verify the path exists") == \
+        "Invalid compilation: Unknown file: src/A.sol"
+    assert labels._first_line("Invalid solc compilation Warning: x\nParserError: Expected ';'\n --> A.sol:1:1") == \
+        "ParserError: Expected ';'"
 
 
 def test_class_mapping():
