@@ -108,13 +108,13 @@ class Compiler:
 
     def _extract(self, cache_dir, packages_file):
         """Every package's .sol files at node_modules/<name>/<path>; the first version listed wins a name."""
-        from data import corpus
+        from data import packages as npm
         seen = set()
-        for pkg in corpus.load_package_list(packages_file)["packages"]:
+        for pkg in npm.load_package_list(packages_file)["packages"]:
             if pkg["name"] in seen:
                 continue
             seen.add(pkg["name"])
-            path = cache_dir / corpus.tarball_name(pkg["name"], pkg["version"])
+            path = cache_dir / npm.tarball_name(pkg["name"], pkg["version"])
             if not path.is_file():
                 continue
             with tarfile.open(path, "r|gz") as tf:

@@ -4,7 +4,7 @@ non-empty body, found with tree-sitter (solsyntax.py).
     python data/natspec/prepare.py [--cache_dir=data/solidity-packages/cache/tarballs]
 
 Reads the files exactly as data/solidity-packages/prepare.py keeps them (same licence filter, dedup and package
-split, via data.corpus.iter_package_documents), so the test set is the functions of the val packages, whose code the
+split, via data.npm.iter_package_documents), so the test set is the functions of the val packages, whose code the
 language model never trained on. Writes here, atomically: test.json (val packages) and train.json, each
 {"split", "files": {"name@version/path": text}, "functions": [{"file", "name", "natspec_start", "body_start",
 "body_end"}]} with character offsets: the body is text[body_start:body_end], strictly inside its braces.
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import solsyntax  # noqa: E402
 from common import atomic_write  # noqa: E402
-from data import corpus  # noqa: E402
+from data import packages as npm  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,15 +41,15 @@ def extract(documents):
 
 
 def corpus_documents(packages_file, cache_dir):
-    split_of = corpus.package_split(corpus.load_package_list(packages_file))
-    for source, path, text in corpus.iter_package_documents(None, packages_file=packages_file, cache_dir=cache_dir):
+    split_of = npm.package_split(npm.load_package_list(packages_file))
+    for source, path, text in npm.iter_package_documents(None, packages_file=packages_file, cache_dir=cache_dir):
         yield split_of(source.rsplit("@", 1)[0]), source, path, text
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--packages", type=Path, default=corpus.PACKAGES_FILE, help="pinned package list")
-    p.add_argument("--cache_dir", type=Path, default=corpus.TARBALL_DIR, help="npm tarball cache")
+    p.add_argument("--packages", type=Path, default=npm.PACKAGES_FILE, help="pinned package list")
+    p.add_argument("--cache_dir", type=Path, default=npm.TARBALL_DIR, help="npm tarball cache")
     p.add_argument("--out_dir", type=Path, default=HERE)
     args = p.parse_args(argv)
     try:

@@ -1,0 +1,247 @@
+"""data/slither-labels: the committed label file's schema and split, and SolidiFI-style bug injection."""
+import json
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import compiler
+from compiler import inject, labels
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ROOT / "data" / "slither-labels" / "labels.json"
+sys.path.insert(0, str(ROOT / "data" / "slither-labels"))
+import prepare  # noqa: E402
+
+needs_node = pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
+                                reason="node/npm are not on PATH: solc-js needs Node.js (https://nodejs.org)")
+
+REENTRANT_BODY = """pragma solidity ^0.8.0;
+contract Bank {
+    mapping(address => uint256) public balances;
+    function deposit() external payable { balances[msg.sender] += msg.value; }
+    function withdraw() external {
+        (bool ok, ) = msg.sender.call{value: balances[msg.sender]}("");
+        require(ok);
+        balances[msg.sender] = 0;
+    }
+}
+"""
+HOST = """// SPDX-License-Identifier: MIT
+pragma solidity PRAGMA;
+/* a brace in a comment: } */
+interface IThing { function thing() external; }
+contract Host {
+    string internal s = "} not a brace";
+    uint256 internal n;
+    function set(uint256 v) public { if (v > 0) { n = v; } }
+}
+library L { function one() internal pure returns (uint256) { return 1; } }
+"""
+
+
+@pytest.fixture(scope="module")
+def doc():
+    return json.loads(LABELS.read_text())
+
+
+# --------------------------------------------------------------------------------------------------- label file
+def test_label_file_header(doc):
+    assert doc["format"] == "solgpt-slither-labels-v1"
+    assert doc["classes"] == ["access-control", "arithmetic", "other", "reentrancy", "safe", "unchecked-calls"]
+    assert doc["class_of_detector"] == labels.CLASS_OF and len(doc["class_of_detector"]) == 38
+    assert doc["split"]["by"] == "package"
+    spec = json.loads((ROOT / "data" / "solidity-packages" / "packages.json").read_text())
+    assert doc["split"]["held_out_packages"] == spec["val_packages"]
+
+
+def test_label_file_entries(doc):
+    held = set(doc["split"]["held_out_packages"])
+    assert doc["files"], "the label file has no entries"
+    keys = {"package", "path", "split", "kind", "sha256", "solc", "status", "detectors", "labels", "seconds"}
+    for e in doc["files"]:
+        assert keys <= set(e), e
+        assert e["split"] == ("held_out" if e["package"].rsplit("@", 1)[0] in held else "train"), e
+        assert e["kind"] in ("clean",) + inject.KINDS
+        assert e["status"] in ("ok", "compile_error", "slither_error", "timeout")
+        assert set(e["detectors"]) <= set(labels.DETECTORS), e
+        assert len(e["sha256"]) == 64
+        if e["status"] == "ok":
+            assert e["labels"] == (sorted({labels.CLASS_OF[d] for d in e["detectors"]}) or ["safe"]), e
+        else:
+            assert e["labels"] is None and e["error"], e
+        if e["kind"] != "clean":
+            assert e["expected"] == inject.EXPECTED[e["kind"]]
+            assert e["confirmed"] == (e["expected"] in e["detectors"])
+    assert len({(e["package"], e["path"], e["kind"]) for e in doc["files"]}) == len(doc["files"])
+
+
+def test_no_package_or_contract_on_both_sides(doc):
+    sides = {}
+    for e in doc["files"]:
+        sides.setdefault(e["package"].rsplit("@", 1)[0], set()).add(e["split"])
+    assert all(len(s) == 1 for s in sides.values()), sides
+    clean = {e["sha256"]: e for e in doc["files"] if e["kind"] == "clean"}
+    for e in doc["files"]:
+        if e["kind"] != "clean" and e["source_sha256"] in clean:
+            src = clean[e["source_sha256"]]
+            assert (src["package"], src["path"], src["split"]) == (e["package"], e["path"], e["split"])
+
+
+def test_label_file_counts_match_entries(doc):
+    for key, c in doc["counts"].items():
+        split, side = key.split("/")
+        es = [e for e in doc["files"] if e["split"] == split and (e["kind"] == "clean") == (side == "clean")]
+        ok = [e for e in es if e["status"] == "ok"]
+        assert c["files"] == len(es) and c["labelled"] == len(ok)
+        assert c["classes"] == dict(Counter(x for e in ok for x in e["labels"]))
+
+
+# --------------------------------------------------------------------------------------------------- injection
+def test_contract_end_skips_strings_comments_interfaces_and_libraries():
+    text = HOST.replace("PRAGMA", "^0.8.0")
+    end = inject.contract_end(text)
+    # the `}` closing `contract Host`: the one just before "\nlibrary L"
+    assert end == text.index("}\nlibrary L")
+    assert inject.contract_end("interface I { function f() external; }\nlibrary L {}\n") is None
+
+
+def test_inject_places_snippet_before_the_contract_close():
+    text = HOST.replace("PRAGMA", "^0.8.0")
+    out, offset = inject.inject(text, "tx-origin", "0.8.37")
+    assert offset == text.index("}\nlibrary L")
+    assert out.startswith(text[:offset]) and out.endswith(text[offset:])
+    assert out[offset:].startswith("\n    address owner_solgpt_inj;\n")
+    assert inject.inject(text, "overflow", "0.8.37") is None  # checked arithmetic since 0.8: no such bug
+    with pytest.raises(ValueError):
+        inject.snippet("nonsense", "0.8.37")
+
+
+@needs_node
+@pytest.mark.parametrize("version, pragma", [("0.4.26", "^0.4.24"), ("0.5.17", "^0.5.0"), ("0.6.12", "^0.6.0"),
+                                             ("0.7.6", "^0.7.0"), ("0.8.37", "^0.8.0")])
+def test_every_injection_compiles(tmp_path, version, pragma):
+    text = HOST.replace("PRAGMA", pragma)
+    kinds = []
+    for kind in inject.KINDS:  # all applicable bugs into one file: one compile per compiler generation
+        made = inject.inject(text, kind, version)
+        if made:
+            text, kinds = made[0], kinds + [kind]
+    assert kinds == [k for k in inject.KINDS if k != "overflow" or version < "0.8"]
+    (tmp_path / "Host.sol").write_text(text)
+    result = compiler.compile_source(tmp_path / "Host.sol")
+    assert result == compiler.CompileResult(ok=True, errors=[], version=version), result
+
+
+@needs_node
+def test_slither_confirms_an_injected_tx_origin(tmp_path):
+    text = HOST.replace("PRAGMA", "^0.8.0")
+    (tmp_path / "Host.sol").write_text(text)
+    (tmp_path / "HostInj.sol").write_text(inject.inject(text, "tx-origin", "0.8.37")[0])
+    assert labels.analyse("Host.sol", working_dir=tmp_path)["detectors"] == []
+    assert labels.analyse("HostInj.sol", working_dir=tmp_path)["detectors"] == ["tx-origin"]
+
+
+# --------------------------------------------------------------------------------------------------- prepare helpers
+def test_pick_dependency():
+    versions = ["5.7.0", "4.9.6", "3.4.2"]
+    assert prepare.pick_dependency(versions, "^5.1.0") == "5.7.0"
+    assert prepare.pick_dependency(versions, "4.3.2") == "4.9.6"          # exact pin we lack: same major
+    assert prepare.pick_dependency(versions, "^3.4.2-solc-0.7") == "3.4.2"
+    assert prepare.pick_dependency(versions, None) == "5.7.0"             # no range: first listed
+    assert prepare.pick_dependency(["1.1.2"], "github:foundry-rs/forge-std#v1.9.7") == "1.1.2"
+
+
+def test_make_jobs_alternates_kinds_and_skips_overflow_on_08():
+    files = [{"solc": "0.8.37", "n": i} for i in range(7)]
+    kinds = [j["kind"] for j in prepare.make_jobs(files, inject_every=1)]
+    assert kinds[0::2] == ["clean"] * 7
+    assert kinds[1::2] == ["reentrancy", "unchecked-send", "unchecked-call", "tx-origin", "timestamp",
+                           "reentrancy", "unchecked-send"]
+    assert [j["kind"] for j in prepare.make_jobs(files[:4], inject_every=2)] == \
+        ["clean", "reentrancy", "clean", "clean", "unchecked-send", "clean"]
+
+
+def test_round_robin():
+    assert prepare.round_robin([[1, 2, 3], [4], [5, 6]]) == [1, 4, 5, 2, 6, 3]
+
+
+def test_labelled_examples_rebuild_texts_and_check_hashes(tmp_path):
+    import io
+    import tarfile
+    text = HOST.replace("PRAGMA", "^0.8.0")
+    with tarfile.open(tmp_path / "acme-1.0.0.tgz", "w:gz") as tf:
+        data = text.encode()
+        info = tarfile.TarInfo("package/Host.sol")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    injected = inject.inject(text, "reentrancy", "0.8.37")[0]
+    base = {"package": "acme@1.0.0", "path": "package/Host.sol", "split": "train", "solc": "0.8.37", "status": "ok"}
+    entries = [{**base, "kind": "clean", "sha256": prepare.sha256(text), "detectors": [], "labels": ["safe"]},
+               {**base, "kind": "reentrancy", "sha256": prepare.sha256(injected), "detectors": ["reentrancy-eth"],
+                "labels": ["reentrancy"]},
+               {**base, "kind": "clean", "split": "held_out", "status": "compile_error", "sha256": "0" * 64,
+                "detectors": [], "labels": None}]
+    (tmp_path / "labels.json").write_text(json.dumps({"files": entries}))
+    got = list(prepare.labelled_examples("train", tmp_path / "labels.json", tmp_path))
+    assert [(g["kind"], g["labels"], g["text"]) for g in got] == [("clean", ["safe"], text),
+                                                                   ("reentrancy", ["reentrancy"], injected)]
+    assert list(prepare.labelled_examples("held_out", tmp_path / "labels.json", tmp_path)) == []
+    entries[1]["sha256"] = "f" * 64  # a label that no longer matches its code must not be served
+    (tmp_path / "labels.json").write_text(json.dumps({"files": entries}))
+    with pytest.raises(SystemExit) as e:
+        list(prepare.labelled_examples(None, tmp_path / "labels.json", tmp_path))
+    assert str(e.value.code) == ("error: acme@1.0.0 package/Host.sol (reentrancy) does not match labels.json's "
+                                 "sha256: the tarball or compiler/inject.py changed; rerun this script")
+
+
+def test_prepare_rejects_bad_arguments_in_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        prepare.main(["--workers", "0"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == ("error: --workers and --timeout_s must be >= 1 and --inject_every >= 0 "
+                                       "(see --help)\n")
+
+
+def _tarball(path, files: dict):
+    import io
+    import tarfile
+    with tarfile.open(path, "w:gz") as tf:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"package/{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+
+
+@needs_node
+def test_prepare_end_to_end_on_two_tiny_packages(tmp_path):
+    """A train package with a reentrant contract and a held-out package importing it through node_modules: labels,
+    split, one injection per file confirmed by Slither, findings kept to the file they are in."""
+    bank = "// SPDX-License-Identifier: MIT\n" + REENTRANT_BODY
+    vault = ('// SPDX-License-Identifier: MIT\npragma solidity ^0.8.0;\nimport "@acme/bank/Bank.sol";\n'
+             "contract Vault is Bank {\n    uint256 public fee;\n    function setFee(uint256 f) external { fee = f; }\n}\n")
+    _tarball(tmp_path / "acme-bank-1.0.0.tgz", {"Bank.sol": bank, "package.json": '{"name": "@acme/bank"}'})
+    _tarball(tmp_path / "vault-2.0.0.tgz", {"Vault.sol": vault, "package.json": '{"name": "vault", "license": "MIT"}'})
+    (tmp_path / "packages.json").write_text(json.dumps({"val_packages": ["vault"], "packages": [
+        {"name": "@acme/bank", "version": "1.0.0"}, {"name": "vault", "version": "2.0.0"}]}))
+    out = tmp_path / "labels.json"
+    prepare.main(["--packages", str(tmp_path / "packages.json"), "--tarball_dir", str(tmp_path), "--cache_dir",
+                  str(tmp_path / "cache"), "--out", str(out), "--workers", "1"])
+    doc = json.loads(out.read_text())
+    got = {(e["package"], e["kind"]): (e["split"], e["status"], e["detectors"], e["labels"]) for e in doc["files"]}
+    assert got == {
+        ("@acme/bank@1.0.0", "clean"): ("train", "ok", ["reentrancy-eth"], ["reentrancy"]),
+        ("@acme/bank@1.0.0", "reentrancy"): ("train", "ok", ["reentrancy-eth"], ["reentrancy"]),
+        ("vault@2.0.0", "clean"): ("held_out", "ok", [], ["safe"]),  # Bank's bug is Bank's, not Vault's
+        ("vault@2.0.0", "unchecked-send"): ("held_out", "ok", ["arbitrary-send", "unchecked-send"],
+                                            ["access-control", "unchecked-calls"]),
+    }
+    assert doc["counts"]["held_out/clean"] == {"files": 1, "labelled": 1, "failed": {}, "classes": {"safe": 1}}
+    assert doc["injection_confirmed"]["unchecked-send"] == "1/1"
+    # the examples reader rebuilds exactly the analysed texts
+    texts = {(x["package"], x["kind"]): x["text"] for x in prepare.labelled_examples(None, out, tmp_path)}
+    assert texts[("@acme/bank@1.0.0", "clean")] == bank
+    assert "_solgpt_inj" in texts[("vault@2.0.0", "unchecked-send")]
