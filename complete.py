@@ -28,7 +28,7 @@ from common import atomic_write  # noqa: E402
 from configurator import configure  # noqa: E402
 
 SAMPLING_KNOBS = ("out_dir", "ckpt", "temperature", "top_k", "top_p", "seed", "device", "dtype",
-                  "compile", "use_kv_cache", "token_healing")
+                  "compile", "use_kv_cache", "token_healing", "threads")
 DEFAULTS = dict(
     prefix="",  # text before the cursor, or FILE:path
     suffix="",  # text after the cursor, or FILE:path

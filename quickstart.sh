@@ -3,7 +3,7 @@
 #
 #   bash quickstart.sh          set up .venv, prepare the default Solidity corpus, train config/train_cpu.py,
 #                               plot the loss curve and print samples (about 10 minutes on a 2-core CPU)
-#   bash quickstart.sh test     set up .venv (with the optional requirements-export.txt) and run the test suite
+#   bash quickstart.sh test     set up .venv (with the optional requirements-export.txt and -vuln.txt), run the tests
 #                               (what CI runs)
 #
 # Running it again reuses what is there: the virtual environment, the downloaded packages, the prepared data and
@@ -93,7 +93,7 @@ EOF
 
 case "${1:-}" in
     "") setup_venv requirements.txt; main_job ;;
-    test) setup_venv requirements.txt requirements-export.txt; run_tests ;;
+    test) setup_venv requirements.txt requirements-export.txt requirements-vuln.txt; run_tests ;;
     -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$1': use 'bash quickstart.sh' (train) or 'bash quickstart.sh test'" ;;
 esac
