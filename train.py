@@ -11,6 +11,11 @@ Resume an interrupted run (same batches and random numbers as if it had never st
 
     python train.py config/train_cpu.py --out_dir=out-cpu --init_from=resume
 
+Fine-tune: a new run (iteration 0, fresh optimizer and schedule) that starts from a trained model's weights, with the
+model's shape from that file (like resume) and any other knob (data, FIM, learning rate) from this command:
+
+    python train.py config/train_cpu.py --init_from=out-cpu/model.pt --out_dir=out-ft --fim_rate=0.5
+
 gradient_accumulation_steps is the global number of micro-batches per optimizer step (as in nanoGPT): under DDP each
 rank does gradient_accumulation_steps / world_size of them, so tokens per iteration do not depend on the GPU count.
 Writes out_dir/model.pt (weights), best_model.pt (best val loss), train_state.pt (weights + optimizer etc.: all that
@@ -57,7 +62,7 @@ DEFAULTS = dict(
     log_interval=10,
     health_interval=50,  # per-layer grad norms and update/weight ratios every this many iterations (health.py); 0 off
     always_save_checkpoint=True,  # write model.pt at every evaluation; False: only when val loss improves
-    init_from="scratch",  # 'scratch' or 'resume' (from out_dir)
+    init_from="scratch",  # 'scratch', 'resume' (from out_dir), or the path of a model.pt to fine-tune from
     # data
     dataset="solidity-packages",  # data/<name>/ prepared by data/<name>/prepare.py; or a mixture 'a:0.7,b:0.3'
     data_root="data",
@@ -146,7 +151,7 @@ def validate_config(cfg):
     for key in ("fim_rate", "fim_spm_rate", "fim_syntax_rate"):
         need(0 <= cfg[key] <= 1, f"--{key} must be in [0, 1], got {cfg[key]}")
     need(0 <= cfg["dropout"] < 1, f"--dropout must be in [0, 1), got {cfg['dropout']}")
-    need(cfg["init_from"] in ("scratch", "resume"), f"--init_from must be 'scratch' or 'resume', got {cfg['init_from']!r}")
+    need(cfg["init_from"] != "", f"--init_from must be 'scratch', 'resume' or the path of a model.pt, got ''")
     need(cfg["dtype"] in ("auto", *DTYPES), f"--dtype must be one of auto, {', '.join(DTYPES)}, got {cfg['dtype']!r}")
     for key, choices in {**MODEL_CHOICES, "optimizer": OPTIMIZERS}.items():
         need(cfg[key] in choices, f"--{key} must be one of {', '.join(choices)}, got {cfg[key]!r}")
@@ -356,10 +361,27 @@ def load_resume(out_dir):
         raise SystemExit(f"error: cannot resume: {e}") from None
 
 
-def resume_model_args(cfg, state, explicit):
+INIT_HINT = "--init_from takes scratch, resume (out_dir's run) or the path of a model.pt / best_model.pt"
+
+
+def load_init(path):
+    """The weights file a fine-tune starts from (model.pt, best_model.pt; train_state.pt holds the same keys)."""
+    p = Path(path)
+    if not p.exists():
+        raise SystemExit(f"error: --init_from={path}: no such file; {INIT_HINT}")
+    if p.is_dir():
+        raise SystemExit(f"error: --init_from={path} is a directory; {INIT_HINT} (such as {p / ckpt_io.MODEL_FILE})")
+    try:
+        return ckpt_io.load_model_checkpoint(p)
+    except ckpt_io.CheckpointError as e:
+        raise SystemExit(f"error: --init_from={path} is not a solGPT weights file: {e}; {INIT_HINT}") from None
+
+
+def resume_model_args(cfg, state, explicit, action="resume"):
     """The checkpoint's model shape, with the non-shape keys (dropout) the user set applied. A shape key the user
     set to another value is refused: the trained weights cannot take it. cfg is updated to what this run uses, so
-    the config saved in the next checkpoint is the truth."""
+    the config saved in the next checkpoint is the truth. action names the run in messages (resume, or
+    'initialise from PATH' for a fine-tune, which reads its shape from its model.pt the same way)."""
     model_args = dict(state["model_args"])
     for key, saved in model_args.items():
         if key not in cfg:
@@ -368,16 +390,16 @@ def resume_model_args(cfg, state, explicit):
             if key in explicit:
                 model_args[key] = cfg[key]
         elif key in explicit and cfg[key] != saved:
-            raise SystemExit(f"error: cannot resume with --{key}={cfg[key]}: the checkpoint's model has {key}={saved!r}, "
+            raise SystemExit(f"error: cannot {action} with --{key}={cfg[key]}: the checkpoint's model has {key}={saved!r}, "
                              f"and a trained model's shape cannot change; drop --{key}, or train from scratch in "
                              f"another --out_dir")
         cfg[key] = model_args[key]
     return model_args
 
 
-def check_resume_tokenizer(cfg, state, meta):
+def check_resume_tokenizer(cfg, state, meta, action="resume"):
     if state.get("tokenizer_hash") != meta["tokenizer_hash"]:
-        raise SystemExit(f"error: cannot resume: the checkpoint was trained with tokenizer {state.get('tokenizer')} "
+        raise SystemExit(f"error: cannot {action}: the checkpoint was trained with tokenizer {state.get('tokenizer')} "
                          f"but --dataset={cfg['dataset']} uses {meta['tokenizer']} (hashes differ)")
 
 
@@ -391,14 +413,14 @@ def load_data(cfg, dist_info, device):
         raise SystemExit(f"error: {e}") from None
 
 
-def build_model(model_args, weights, device, seed):
+def build_model(model_args, weights, device, seed, action="resume"):
     torch.manual_seed(seed)  # same initial weights on every rank (and DDP broadcasts rank 0's anyway)
     model = GPT(GPTConfig.from_dict(model_args))
     if weights is not None:
         try:
             model.load_state_dict(ckpt_io.strip_compile_prefix(weights["model"]))
         except RuntimeError as e:
-            raise SystemExit(f"error: cannot resume: the weights do not match their model_args "
+            raise SystemExit(f"error: cannot {action}: the weights do not match their model_args "
                              f"({(str(e).splitlines() or [''])[0][:200]})") from None
     return model.to(device)
 
@@ -739,23 +761,30 @@ def train(cfg, dist_info, device, explicit=()):
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores: much faster, loss unchanged
         torch.backends.cudnn.allow_tf32 = True
-    state = None
+    state = init = None  # resume: train_state.pt; init: a fine-tune's model.pt (weights only, a new run)
+    action = "resume"
     if cfg["init_from"] == "resume":
         state = load_resume(cfg["out_dir"])
-        model_args = resume_model_args(cfg, state, explicit)  # before the data: block_size may come from it
+    elif cfg["init_from"] != "scratch":
+        init, action = load_init(cfg["init_from"]), f"initialise from {cfg['init_from']}"
+    saved = state or init
+    if saved is not None:
+        model_args = resume_model_args(cfg, saved, explicit, action)  # before the data: block_size may come from it
     sampler = load_data(cfg, dist_info, device)
-    if state is not None:
-        check_resume_tokenizer(cfg, state, sampler.meta)
+    if saved is not None:
+        check_resume_tokenizer(cfg, saved, sampler.meta, action)
     else:
         model_args = model_args_from(cfg, sampler.meta["vocab_size"])
     try:
         token_bytes = load_token_bytes(sampler.meta, model_args["vocab_size"])
     except EvalError as e:
         raise SystemExit(f"error: {e}") from None
-    model = build_model(model_args, state, device, cfg["seed"])
+    model = build_model(model_args, saved, device, cfg["seed"], action)
     trainer = Trainer(cfg, dist_info, device, dtype, sampler, model, model_args, token_bytes)
     if state is not None:
         trainer.restore(state)
+    if init is not None:  # cfg["init_from"], in every checkpoint's config, records the source too
+        trainer.notes.append(f"initialised from {cfg['init_from']} (iter {init.get('iter_num', '?')})")
     return trainer.run()
 
 

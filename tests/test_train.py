@@ -515,3 +515,124 @@ def test_ddp_two_gloo_processes_match_single_process(data_root, tmp_path):
     assert final["val_tokens"] == 3999
     assert final["val_loss"] == pytest.approx([r for r in metrics(tmp_path / "single") if r.get("final")][0]["val_loss"],
                                               rel=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# --init_from=PATH: a new run (fine-tune) from a model.pt
+
+
+@pytest.fixture(scope="module")
+def source_model(data_root, tmp_path_factory):
+    """A model.pt trained 5 iterations on the tiny data (its weights are what fine-tunes below must start from)."""
+    out = tmp_path_factory.mktemp("source")
+    assert train_here(data_root, out, "--max_iters=5", "--eval_interval=100") == 0
+    return out / "model.pt"
+
+
+def first_batch_loss(ckpt_path, data_root, dataset, fim=None):
+    """The loss of the weights in ckpt_path on a fresh run's first training batch, computed here, outside train.py."""
+    from checkpoint import load_model
+    from dataloader import BatchSampler
+
+    model, _ = load_model(ckpt_path)
+    x, y = BatchSampler(dataset, 32, 4, seed=1337, data_root=data_root, fim=fim).get_batch("train")
+    with torch.no_grad():
+        return model(x, y)[1].item(), x
+
+
+def test_init_from_a_model_starts_from_its_weights_and_trains(data_root, source_model, tmp_path, one_thread, capsys):
+    out = tmp_path / "ft"
+    out.mkdir()
+    (out / "log.txt").write_text("an earlier run that saved nothing\n")  # a scratch run's rules apply to out_dir
+    assert train_here(data_root, out, "--max_iters=6", "--eval_interval=100", f"--init_from={source_model}") == 0
+    stdout = capsys.readouterr().out
+    assert f"initialised from {source_model} (iter 5)" in stdout and "removed log.txt" in stdout
+    losses = train_losses(out)
+    expected, _ = first_batch_loss(source_model, data_root, "tiny")
+    assert losses[0] == expected  # iteration 0 ran on the source's weights, bit for bit
+    assert sorted(losses) == list(range(6)) and losses[5] < losses[0]
+    steps = [r for r in metrics(out) if "loss" in r]
+    assert steps[0]["lr"] == pytest.approx(3e-3 / 3)  # a fresh schedule: warmup from iteration 0
+    state = torch.load(out / "train_state.pt", weights_only=True)
+    assert state["iter_num"] == 6 and state["optimizer"]["state"][0]["step"].item() == 6  # a fresh optimizer
+    assert state["config"]["init_from"] == str(source_model)
+    assert torch.load(out / "model.pt", weights_only=True)["iter_num"] == 6
+    source = torch.load(source_model, weights_only=True)["model"]
+    assert not torch.equal(state["model"]["transformer.wte.weight"], source["transformer.wte.weight"])  # trained
+
+
+def test_init_from_with_fim(data_root, source_model, tmp_path, one_thread):
+    from tokenizer import get_tokenizer
+    tok = get_tokenizer()
+    # FIM needs the sentinel tokens in the vocabulary: the tiny pattern, labelled with the whole solgpt vocabulary
+    make_dataset(data_root, "tiny_full_vocab", vocab_size=tok.n_vocab, eot_token=tok.eot_token)
+    base = ["--dataset=tiny_full_vocab", "--eval_interval=100"]
+    source = tmp_path / "src"
+    assert train_here(data_root, source, "--max_iters=3", *base) == 0
+    out = tmp_path / "ft"
+    assert train_here(data_root, out, "--max_iters=4", *base, f"--init_from={source / 'model.pt'}",
+                      "--fim_rate=0.5") == 0
+    fim = dict(rate=0.5, spm_rate=0.5, syntax_rate=0.5)
+    expected, x = first_batch_loss(source / "model.pt", data_root, "tiny_full_vocab", fim)
+    assert set(x.flatten().tolist()) & {tok.special_tokens[s] for s in ("<|fim_prefix|>", "<|fim_middle|>")}
+    losses = train_losses(out)
+    assert losses[0] == expected and sorted(losses) == [0, 1, 2, 3]
+    assert torch.load(out / "train_state.pt", weights_only=True)["sampler"]["fim"] == fim
+
+
+def test_init_from_errors_are_one_line(data_root, source_model, tmp_path):
+    proc = run_train(data_root, tmp_path / "o", f"--init_from={tmp_path / 'nope.pt'}", check=False)
+    hint = "--init_from takes scratch, resume (out_dir's run) or the path of a model.pt / best_model.pt"
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr == f"error: --init_from={tmp_path / 'nope.pt'}: no such file; {hint}\n"
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")  # a torch file, but no solGPT model
+    cases = [(tmp_path, f"error: --init_from={tmp_path} is a directory; {hint} (such as {tmp_path / 'model.pt'})"),
+             (tmp_path / "notes.txt", f"error: --init_from={tmp_path / 'notes.txt'} is not a solGPT weights file: "
+                                      f"checkpoint {tmp_path / 'notes.txt'} is corrupt or not a solGPT checkpoint"),
+             (tmp_path / "other.pt", f"error: --init_from={tmp_path / 'other.pt'} is not a solGPT weights file: "
+                                     f"checkpoint {tmp_path / 'other.pt'} holds no model weights")]
+    for path, start in cases:
+        with pytest.raises(SystemExit) as e:
+            train_here(data_root, tmp_path / "o", f"--init_from={path}")
+        msg = str(e.value)
+        assert msg.startswith(start) and (hint in msg) and "\n" not in msg, msg
+    with pytest.raises(SystemExit, match="^error: --init_from must be 'scratch', 'resume' or the path of a model.pt"):
+        train_here(data_root, tmp_path / "o", "--init_from=")
+    # the dataset's tokenizer must be the model's
+    make_dataset(data_root, "other_tokenizer", tokenizer="solgpt", tokenizer_hash="f" * 64)
+    with pytest.raises(SystemExit) as e:
+        train_here(data_root, tmp_path / "o", "--dataset=other_tokenizer", f"--init_from={source_model}")
+    assert str(e.value) == (f"error: cannot initialise from {source_model}: the checkpoint was trained with tokenizer "
+                            f"solgpt but --dataset=other_tokenizer uses solgpt (hashes differ)")
+    assert not (tmp_path / "o").exists()  # nothing written by a refused run
+
+
+def test_init_from_takes_the_shape_from_the_model_and_applies_dropout(data_root, source_model, tmp_path):
+    out = tmp_path / "o"
+    for bad in ("--n_layer=3", "--block_size=16", "--mlp=swiglu"):
+        with pytest.raises(SystemExit) as e:
+            train_here(data_root, out, "--max_iters=2", f"--init_from={source_model}", bad)
+        msg = str(e.value)
+        assert msg.startswith(f"error: cannot initialise from {source_model} with {bad}: the checkpoint's model has ")
+        assert "\n" not in msg
+    argv = [a for a in TINY if not a.startswith("--n_layer")]  # the default n_layer (6) was not asked for
+    assert train.main([*argv, f"--data_root={data_root}", f"--out_dir={out}", "--max_iters=2", "--eval_interval=100",
+                       f"--init_from={source_model}", "--dropout=0.2"]) == 0
+    state = torch.load(out / "train_state.pt", weights_only=True)
+    assert state["model_args"]["n_layer"] == 2 == state["config"]["n_layer"]
+    assert state["model_args"]["dropout"] == 0.2 and state["config"]["dropout"] == 0.2
+
+
+def test_init_from_then_resume_equals_a_straight_run(data_root, source_model, tmp_path, one_thread):
+    common = ["--eval_interval=5", "--dropout=0.1", f"--init_from={source_model}"]
+    assert train_here(data_root, tmp_path / "straight", "--max_iters=20", *common) == 0
+    assert train_here(data_root, tmp_path / "resumed", "--max_iters=10", *common) == 0
+    assert train_here(data_root, tmp_path / "resumed", "--max_iters=20", *common[:2], "--init_from=resume") == 0
+    assert train_losses(tmp_path / "resumed") == train_losses(tmp_path / "straight")  # bit for bit
+    assert sorted(train_losses(tmp_path / "straight")) == list(range(20))
+    for name in ("model.pt", "best_model.pt", "train_state.pt"):
+        a = torch.load(tmp_path / "straight" / name, weights_only=True)
+        b = torch.load(tmp_path / "resumed" / name, weights_only=True)
+        for key in a["model"]:
+            assert torch.equal(a["model"][key], b["model"][key]), key
