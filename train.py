@@ -20,9 +20,9 @@ gradient_accumulation_steps is the global number of micro-batches per optimizer 
 rank does gradient_accumulation_steps / world_size of them, so tokens per iteration do not depend on the GPU count.
 Writes out_dir/model.pt (weights), best_model.pt (best val loss), train_state.pt (weights + optimizer etc.: all that
 resuming reads), log.txt and metrics.jsonl. A run ends with an evaluation over the whole validation split (exact bits
-per byte, see evaluate.py): its metrics.jsonl record has "final": true. A scratch run into an out_dir that holds an
-earlier run first moves that run's files into out_dir/previous/ (replacing an older previous/ only when there is a
-trained model to put there), so nothing trained is lost and the new metrics start empty.
+per byte, see evaluate.py): its metrics.jsonl record has "final": true. A scratch (or fine-tune) run into an out_dir
+that holds an earlier run first moves that run's files into out_dir/previous/ (replacing an older previous/ only when
+there is a trained model to put there), so nothing trained is lost and the new metrics start empty.
 Ctrl-C (or SIGTERM) saves a checkpoint and exits; a second Ctrl-C kills at once.
 """
 
@@ -390,9 +390,9 @@ def resume_model_args(cfg, state, explicit, action="resume"):
             if key in explicit:
                 model_args[key] = cfg[key]
         elif key in explicit and cfg[key] != saved:
-            raise SystemExit(f"error: cannot {action} with --{key}={cfg[key]}: the checkpoint's model has {key}={saved!r}, "
-                             f"and a trained model's shape cannot change; drop --{key}, or train from scratch in "
-                             f"another --out_dir")
+            raise SystemExit(f"error: cannot {action} with --{key}={cfg[key]}: the checkpoint's model has "
+                             f"{key}={saved!r}, and a trained model's shape cannot change; drop --{key}, or train "
+                             f"from scratch in another --out_dir")
         cfg[key] = model_args[key]
     return model_args
 
