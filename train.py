@@ -767,7 +767,7 @@ def train(cfg, dist_info, device, explicit=()):
         state = load_resume(cfg["out_dir"])
     elif cfg["init_from"] != "scratch":
         init, action = load_init(cfg["init_from"]), f"initialise from {cfg['init_from']}"
-    saved = state or init
+    saved = state if state is not None else init
     if saved is not None:
         model_args = resume_model_args(cfg, saved, explicit, action)  # before the data: block_size may come from it
     sampler = load_data(cfg, dist_info, device)
