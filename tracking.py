@@ -28,11 +28,26 @@ class WandbRun:
     def log(self, record):
         # An evaluation and a training step share an iteration, and both records have "tokens" (seen before vs
         # after the step): a prefix per kind keeps both, as wandb panels group them.
-        kind = "eval" if "val_loss" in record else "train"
-        self.run.log({f"{kind}/{k}": v for k, v in record.items() if k != "iter"}, step=record["iter"])
+        self.run.log(flat_record(record), step=record["iter"])
 
     def finish(self):
         self.run.finish()
+
+
+def record_kind(record):
+    return "eval" if "val_loss" in record else "health" if "layer_grad_norm" in record else "train"
+
+
+def flat_record(record):
+    """wandb keys of a metrics.jsonl record: 'eval/val_loss', 'train/loss', 'health/layer_grad_norm/h.0', ...
+    (a health record's per-layer dicts become one key per layer; a null ratio, of all-zero weights, is left out)."""
+    kind, flat = record_kind(record), {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update({f"{kind}/{key}/{layer}": v for layer, v in value.items() if v is not None})
+        elif key != "iter":
+            flat[f"{kind}/{key}"] = value
+    return flat
 
 
 def start(cfg, master):

@@ -141,7 +141,7 @@ def test_sampler_hook(tok, tmp_path):
     assert plain.state_dict() == {"step": 5, "seed": 1337, "world_size": 1, "dataset": "sol:1.0"}  # FIM off: as before
     with pytest.raises(DataError, match="FIM needs the dataset's tokenizer"):
         from core_data import make_dataset
-        make_dataset(tmp_path, "fake")
+        make_dataset(tmp_path, "fake", tokenizer="fake")  # a tokenizer FIM cannot load
         BatchSampler("fake", 16, 2, data_root=tmp_path, fim=dict(rate=0.5))
 
 

@@ -58,11 +58,15 @@ def test_wandb_offline_mirrors_metrics_jsonl(tmp_path):
         steps.setdefault(row["_step"], {}).update(row)
     records = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert sorted(steps) == sorted({rec["iter"] for rec in records}) == list(range(7))
-    for rec in records:  # every value of metrics.jsonl, at its iteration, under eval/ or train/
-        kind = "eval" if "val_loss" in rec else "train"
+    for rec in records:  # every value of metrics.jsonl, at its iteration, under eval/, train/ or health/<key>/<layer>
+        kind = "eval" if "val_loss" in rec else "health" if "layer_grad_norm" in rec else "train"
         for key, value in rec.items():
-            if key != "iter":
-                assert steps[rec["iter"]][f"{kind}/{key}"] == pytest.approx(value, rel=1e-12), (rec["iter"], key)
+            values = value.items() if isinstance(value, dict) else [(None, value)]
+            for layer, v in values:
+                name = f"{kind}/{key}" + (f"/{layer}" if layer else "")
+                if key != "iter" and v is not None:
+                    assert steps[rec["iter"]][name] == pytest.approx(v, rel=1e-12), (rec["iter"], name)
+    assert any("layer_grad_norm" in rec for rec in records)  # the health records were mirrored too
     assert sum("val_loss" in rec for rec in records) == 3 and sum("loss" in rec for rec in records) == 6
 
 
