@@ -152,11 +152,11 @@ def bench_sample(config, device, new_tokens, repeats, ckpt=None):
     model.to(device).eval()
     prompt = torch.tensor([tok.encode(PROMPT)], dtype=torch.long, device=device)
 
-    def timed(use_cache):
+    def timed(use_cache, m=model):
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        out = model.generate(prompt, new_tokens, temperature=0.0, use_cache=use_cache)
+        out = m.generate(prompt, new_tokens, temperature=0.0, use_cache=use_cache)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         return out, new_tokens / (time.perf_counter() - t0)
@@ -174,12 +174,34 @@ def bench_sample(config, device, new_tokens, repeats, ckpt=None):
     if not same:
         raise SystemExit("error: KV-cache and full-recomputation greedy tokens differ: the cache is wrong")
     kv_s, full_s = stats(kv), stats(full)
-    return {"model": source, "device": device, "params_m": model.get_num_params() / 1e6,
+    cpu_variants = cpu_sampling_variants(model, timed, repeats) if device == "cpu" else {}
+    return {"cpu_kv_tokens_per_s": cpu_variants, "model": source, "device": device, "params_m": model.get_num_params() / 1e6,
             "block_size": model.config.block_size, "prompt_tokens": prompt.size(1), "new_tokens": new_tokens,
             "batch_size": 1, "repeats": repeats, "greedy_tokens_equal": same, "distinct_new_tokens": distinct,
             "kv_tokens_per_s": kv_s["median"], "nocache_tokens_per_s": full_s["median"],
             "kv_speedup": kv_s["median"] / full_s["median"],
             "stats": {"kv_tokens_per_s": kv_s, "nocache_tokens_per_s": full_s}}
+
+
+def cpu_sampling_variants(model, timed, repeats):
+    """KV-cache tokens/s (median) on CPU with 1 thread and PyTorch's default count, fp32 and bf16 weights: what
+    sample.py's --threads default and its fp32 weights rest on."""
+    import copy
+
+    import torch
+
+    default = torch.get_num_threads()
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    out = {}
+    try:
+        for threads in sorted({1, default}):
+            torch.set_num_threads(threads)
+            for name, m in (("fp32", model), ("bf16_weights", bf16)):
+                timed(True, m)  # warm-up at this thread count
+                out[f"{name}_threads{threads}"] = stats([timed(True, m)[1] for _ in range(repeats)])["median"]
+    finally:
+        torch.set_num_threads(default)
+    return out
 
 
 def bench_data(repeats):
@@ -268,6 +290,8 @@ def table(report):
         rows += [(f"sample tokens/s, KV cache ({s['new_tokens']} new)", fmt(s["kv_tokens_per_s"], ",.1f")),
                  (f"sample tokens/s, no cache ({s['new_tokens']} new)", fmt(s["nocache_tokens_per_s"], ",.1f")),
                  ("sample KV-cache speedup", fmt(s["kv_speedup"], ".2f") + "x")]
+        rows += [(f"sample tokens/s, KV cache, {name.replace('_', ' ')}", fmt(v, ",.1f"))
+                 for name, v in s.get("cpu_kv_tokens_per_s", {}).items()]
     if d:
         rows += [("prepare MB/s (solidity-packages)", fmt(d["prepare_mb_per_s"], ".2f")),
                  ("prepare peak RSS", fmt(d["peak_rss_mb"], ",.0f") + " MB")]

@@ -37,8 +37,8 @@ DEFAULTS = dict(
     dtype="auto",
     compile=False,
     use_kv_cache=True,
-    threads=1,  # CPU threads; 0 = PyTorch's default (one per core). Batch-1 decoding of a small model is a chain of
-    # small matmuls, where thread hand-offs cost more than they save: 1 thread was the fastest measured (README)
+    threads=0,  # CPU threads; 0 = PyTorch's default (one per core), fastest on an idle CPU (README); on a CPU busy
+    # with other work, --threads=1 avoids the threads fighting over the cores
     token_healing=True,  # re-spell the prompt's last token freely (healing.py): a prompt ending in "\n" can go on
     out="",  # also write the samples to this file (atomically)
 )
