@@ -70,12 +70,21 @@ def final_val_bpb(metrics_path):
     return (evals[-1]["val_bpb"], False) if evals else (None, False)
 
 
-def long_context_bpb(run_dir, variant, device):
-    """Hook for the 2x-block_size evaluation of LONG_CONTEXT_VARIANTS: the val bpb of run_dir/model.pt (the run's
-    final weights) on windows of twice its training block_size, or None. It returns None until the evaluation module
-    can evaluate at another block_size; then call it here (learned positions cannot go past block_size: report None
-    for them). The table shows a "bpb @2x block" column as soon as one run has a value."""
-    return None
+def long_context_bpb(run_dir, dataset, data_root, device):
+    """Exact val bpb of run_dir/model.pt (the run's final weights) over the whole val split in windows of twice its
+    training block_size: whether a position encoding extrapolates (rope and alibi; learned positions end at
+    block_size)."""
+    from contextlib import nullcontext
+
+    import checkpoint
+    from dataloader import PreparedDataset
+    from evaluate import load_token_bytes, split_loss
+
+    model, _ = checkpoint.load_model(Path(run_dir) / checkpoint.MODEL_FILE, device)
+    data = PreparedDataset(dataset, data_root)
+    token_bytes = load_token_bytes(data.meta, model.config.vocab_size).to(device)
+    return split_loss(model, data.splits["val"], 2 * model.config.block_size, 4, nullcontext(), token_bytes,
+                      device).bpb
 
 
 def measure_speed(config, device, overrides, iters, warmup):
@@ -100,8 +109,8 @@ def train_run(config, device, overrides, iters, seed, long_context):
         if bpb is None:
             raise RunFailed("train.py wrote no evaluation record")
         result = {"val_bpb": bpb, "exact": exact, "wall_s": wall}
-        if long_context is not None:
-            result["long_bpb"] = long_context_bpb(Path(out_dir), long_context, device)
+        if long_context and cfg["pos_encoding"] != "learned":  # learned positions end at block_size
+            result["long_bpb"] = long_context_bpb(out_dir, cfg["dataset"], cfg["data_root"], device)
         return result
 
 
@@ -221,6 +230,9 @@ def parse_args(argv):
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     p.add_argument("--speed_iters", type=int, default=20, help="iterations timed per speed measurement (default 20)")
     p.add_argument("--speed_warmup", type=int, default=5, help="warm-up iterations before timing (default 5)")
+    p.add_argument("--speed_only", action="store_true",
+                   help="measure (and cache) each variant's speed and iterations only, no training runs: do this on "
+                        "an idle machine; the runs themselves give the same result under any load")
     p.add_argument("--out", default="ablation.json", help="results JSON, read to resume (default: ablation.json)")
     args = p.parse_args(argv)
     variants = dict(VARIANTS)
@@ -251,10 +263,10 @@ def run_variant(name, overrides, entry, args, seeds, save, bar):
             entry["speed"] = measure_speed(args.config, args.device, overrides, args.speed_iters, args.speed_warmup)
             entry["iters"] = iters_for_budget(args.budget_s, entry["speed"]["ms_per_iter"])
             save()
-        for seed in seeds:
+        for seed in [] if args.speed_only else seeds:
             if str(seed) not in entry["runs"]:
                 bar.set_postfix_str(f"{name}: seed {seed}, {entry['iters']} iters")
-                long = name if name in LONG_CONTEXT_VARIANTS else None
+                long = name in LONG_CONTEXT_VARIANTS
                 entry["runs"][str(seed)] = train_run(args.config, args.device, overrides, entry["iters"], seed, long)
                 save()
             bar.update(1)
