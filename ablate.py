@@ -1,7 +1,7 @@
 """
 Model ablations at a fixed wall-clock budget (issue 9's table): each variant is a named set of --key=value overrides
 on config/train_cpu.py. For each variant this measures its own training speed (ms/iter over --speed_iters iterations
-after --speed_warmup of warm-up), turns the budget into iterations (budget_s / ms_per_iter, so every variant gets the
+after --speed_warmup of warm-up), turns the budget into iterations (budget_s x tokens/s / tokens per full iteration, so every variant gets the
 same wall-clock time), trains that many iterations with the learning-rate schedule fitted to them (lr_decay_iters =
 iters) once per seed, and reads the run's final exact validation bits per byte. Then it prints a Markdown table.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from bench import bench_train, load_config, machine_info, run_child, shown, train_cmd, write_json_atomic  # noqa: E402
+from bench import bench_train, iters_for_budget, load_config, tokens_per_iter, machine_info, run_child, shown, train_cmd, write_json_atomic  # noqa: E402
 from common import ArgumentParser  # noqa: E402
 from plot import read_records  # noqa: E402
 
@@ -53,11 +53,6 @@ LONG_CONTEXT_VARIANTS = ("baseline", "rope", "alibi")
 # The final evaluation record: train.py's last metrics.jsonl record over the whole val split carries this flag set to
 # true beside "val_bpb". If the flag gets another name, change this one line.
 FINAL_FLAG = "final"
-
-
-def iters_for_budget(budget_s, ms_per_iter):
-    """Iterations that fit the wall-clock budget at the measured speed (at least 10, so the schedule has a shape)."""
-    return max(10, int(budget_s * 1000 / ms_per_iter))
 
 
 def final_val_bpb(metrics_path):
@@ -261,8 +256,9 @@ def run_variant(name, overrides, entry, args, seeds, save, bar):
         if "speed" not in entry:
             bar.set_postfix_str(f"{name}: speed")
             entry["speed"] = measure_speed(args.config, args.device, overrides, args.speed_iters, args.speed_warmup)
-            entry["iters"] = iters_for_budget(args.budget_s, entry["speed"]["ms_per_iter"])
-            save()
+        entry["iters"] = iters_for_budget(args.budget_s, entry["speed"]["tokens_per_s"],
+                                          tokens_per_iter(load_config(args.config, overrides)))
+        save()
         for seed in [] if args.speed_only else seeds:
             if str(seed) not in entry["runs"]:
                 bar.set_postfix_str(f"{name}: seed {seed}, {entry['iters']} iters")

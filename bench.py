@@ -242,16 +242,28 @@ def bench_tokenizer():
             "unavailable": {n: m["unavailable"] for n, m in measured.items() if "unavailable" in m}}
 
 
-def bench_quality(config, device, budget_s, ms_per_iter, iters=None, keep_model=None):
+def tokens_per_iter(cfg):
+    """Tokens of one full optimizer step of a config (all micro-batches, all ranks)."""
+    return cfg["gradient_accumulation_steps"] * cfg["batch_size"] * cfg["block_size"]
+
+
+def iters_for_budget(budget_s, tokens_per_s, full_iter_tokens):
+    """Full iterations that fit the wall-clock budget at the measured token throughput (at least 10, so the schedule
+    has a shape). Tokens, not ms/iter: a batch-size ramp's early steps are smaller, so its ms per step says nothing
+    about a full iteration (and with a ramp train.py's max_iters counts full iterations' worth of tokens)."""
+    return max(10, int(budget_s * tokens_per_s / full_iter_tokens + 1e-9))
+
+
+def bench_quality(config, device, budget_s, tokens_per_s, iters=None, keep_model=None):
     """Train from scratch for a fixed wall-clock budget and report the exact validation bits per byte of the whole
     val split (train.py's final evaluation, see evaluate.py).
 
-    The budget becomes an iteration count (budget / measured ms per iteration) and the learning-rate schedule is
+    The budget becomes an iteration count (iters_for_budget: measured tokens/s) and the learning-rate schedule is
     fitted to it, so the run itself is deterministic (fixed seed, data and iterations). Timing noise can move the
     derived count between runs; pass --quality_iters to pin it when comparing two versions of the code.
     keep_model: a directory that receives the run's out_dir (model.pt, train_state.pt, metrics.jsonl, log.txt)."""
     cfg = load_config(config)
-    iters = iters or max(10, int(budget_s * 1000 / ms_per_iter))
+    iters = iters or iters_for_budget(budget_s, tokens_per_s, tokens_per_iter(cfg))
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = Path(keep_model) if keep_model else Path(tmp)
         overrides = [f"--out_dir={out_dir}", f"--max_iters={iters}", f"--lr_decay_iters={iters}",
@@ -373,11 +385,11 @@ def main(argv=None):
         budget = args.budget_s or (120.0 if args.quick else 600.0)
         # The quality run always trains the CPU config; its measured speed on this device sets the iteration count.
         same = "train" in report and not gpu and train_config.resolve() == cpu_config.resolve()
-        ms = report["train"]["ms_per_iter"] if same else None
-        if ms is None and not args.quality_iters:
-            ms = bench_train(cpu_config, args.device, 10, 3, [])["ms_per_iter"]
+        tps = report["train"]["tokens_per_s"] if same else None
+        if tps is None and not args.quality_iters:
+            tps = bench_train(cpu_config, args.device, 10, 3, [])["tokens_per_s"]
         print(f"quality: config/train_cpu.py for {budget:.0f} s ...", flush=True)
-        report["quality"] = bench_quality(cpu_config, args.device, budget, ms, args.quality_iters, args.keep_model)
+        report["quality"] = bench_quality(cpu_config, args.device, budget, tps, args.quality_iters, args.keep_model)
     report["wall_s"] = time.perf_counter() - t_start
     write_json_atomic(args.out, report)
     print(table(report))
