@@ -33,15 +33,12 @@ def token_byte_lengths(tok, size=None):
 
 def load_token_bytes(meta, size=None):
     """The byte-length table of the tokenizer a prepared dataset was made with (checked by hash)."""
-    from tokenizer import TokenizerError, get_tokenizer
+    from tokenizer import TokenizerError, get_dataset_tokenizer
 
     try:
-        tok = get_tokenizer(meta["tokenizer"])
+        tok = get_dataset_tokenizer(meta)
     except TokenizerError as e:
         raise EvalError(f"bits per byte needs the dataset's tokenizer: {e}") from None
-    if tok.hash != meta["tokenizer_hash"]:
-        raise EvalError(f"the dataset was made with a different {tok.name} tokenizer (hash {meta['tokenizer_hash'][:12]}, "
-                        f"installed {tok.hash[:12]}); re-prepare the data or restore the tokenizer files")
     return token_byte_lengths(tok, size)
 
 

@@ -99,15 +99,12 @@ class FimTransform:
     @classmethod
     def for_dataset(cls, meta, rate, spm_rate=0.5, syntax_rate=0.5):
         """The transform for a prepared dataset: its own tokenizer, checked against the hash in meta.json."""
-        from tokenizer import get_tokenizer, TokenizerError
+        from tokenizer import TokenizerError, get_dataset_tokenizer
 
         try:
-            tok = get_tokenizer(meta["tokenizer"])
+            tok = get_dataset_tokenizer(meta)
         except TokenizerError as e:
             raise FimError(f"FIM needs the dataset's tokenizer: {e}") from None
-        if tok.hash != meta["tokenizer_hash"]:
-            raise FimError(f"FIM needs the dataset's tokenizer, but the installed {tok.name} differs from the one "
-                           f"the data was prepared with (hash {meta['tokenizer_hash'][:12]}); re-prepare the data")
         return cls(tok, rate, spm_rate, syntax_rate, meta["vocab_size"])
 
     @staticmethod

@@ -131,6 +131,16 @@ def get_tokenizer(name: str | None = None) -> Tokenizer:
     return _cached(name or DEFAULT_NAME)
 
 
+def get_dataset_tokenizer(meta: dict) -> Tokenizer:
+    """The tokenizer a prepared dataset was made with (its meta.json's name), checked against the recorded hash."""
+    tok = get_tokenizer(meta["tokenizer"])
+    if tok.hash != meta["tokenizer_hash"]:
+        raise TokenizerError(f"the dataset was made with a different {tok.name} tokenizer (hash "
+                             f"{meta['tokenizer_hash'][:12]}, installed {tok.hash[:12]}); re-prepare the data or "
+                             f"restore the tokenizer files")
+    return tok
+
+
 @functools.lru_cache(maxsize=None)
 def _cached(name: str) -> Tokenizer:
     return load_tokenizer(name)
@@ -149,5 +159,5 @@ def load_tokenizer(name: str) -> Tokenizer:
     raise TokenizerError(f"unknown tokenizer {name!r}; valid names: {', '.join(valid)}")
 
 
-__all__ = ["get_tokenizer", "TokenizerError", "Tokenizer", "SPECIAL_TOKENS", "DEFAULT_NAME", "tokenizer_hash",
+__all__ = ["get_tokenizer", "get_dataset_tokenizer", "TokenizerError", "Tokenizer", "SPECIAL_TOKENS", "DEFAULT_NAME", "tokenizer_hash",
            "from_ranks"]
