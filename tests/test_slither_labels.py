@@ -14,21 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 LABELS = ROOT / "data" / "slither-labels" / "labels.json"
 sys.path.insert(0, str(ROOT / "data" / "slither-labels"))
 import prepare  # noqa: E402
+from test_compiler import REENTRANT  # noqa: E402  (the one reentrant contract fixture)
 
 needs_node = pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
                                 reason="node/npm are not on PATH: solc-js needs Node.js (https://nodejs.org)")
 
-REENTRANT_BODY = """pragma solidity ^0.8.0;
-contract Bank {
-    mapping(address => uint256) public balances;
-    function deposit() external payable { balances[msg.sender] += msg.value; }
-    function withdraw() external {
-        (bool ok, ) = msg.sender.call{value: balances[msg.sender]}("");
-        require(ok);
-        balances[msg.sender] = 0;
-    }
-}
-"""
 HOST = """// SPDX-License-Identifier: MIT
 pragma solidity PRAGMA;
 /* a brace in a comment: } */
@@ -220,7 +210,7 @@ def _tarball(path, files: dict):
 def test_prepare_end_to_end_on_two_tiny_packages(tmp_path):
     """A train package with a reentrant contract and a held-out package importing it through node_modules: labels,
     split, one injection per file confirmed by Slither, findings kept to the file they are in."""
-    bank = "// SPDX-License-Identifier: MIT\n" + REENTRANT_BODY
+    bank = REENTRANT
     vault = ('// SPDX-License-Identifier: MIT\npragma solidity ^0.8.0;\nimport "@acme/bank/Bank.sol";\n'
              "contract Vault is Bank {\n    uint256 public fee;\n    function setFee(uint256 f) external { fee = f; }\n}\n")
     _tarball(tmp_path / "acme-bank-1.0.0.tgz", {"Bank.sol": bank, "package.json": '{"name": "@acme/bank"}'})
