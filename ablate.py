@@ -11,6 +11,11 @@ iters) once per seed, and reads the run's final exact validation bits per byte. 
     python ablate.py --add=rope_fast:pos_encoding=rope,learning_rate=3e-3 --variants=baseline,rope_fast
     python ablate.py --table                                  # print the table of what --out holds, run nothing
 
+Speeds belong to one machine: a results file records the CPU its speeds were measured on and refuses to measure
+another speed elsewhere (that would mix two machines' budgets). The training runs have fixed iterations, so they run
+anywhere and under any load; each records the CPU it ran on. A variant that differs from another only in knobs that
+do not change the time of a step (SPEED_NEUTRAL_KEYS: learning rates, init, ...) trains for that variant's speed.
+
 Resumable: results go to --out (JSON, written atomically after every measurement) and a finished speed measurement
 or seed run is never redone, so an interrupted ablation continues where it stopped; a variant whose overrides changed
 is measured again. A variant that fails (e.g. a knob this train.py does not have yet) is recorded with its error,
@@ -30,6 +35,7 @@ from plot import read_records  # noqa: E402
 
 # name -> overrides on the config. Knob names as the lead decided them (HELPERS.md); a variant whose knob this
 # train.py does not know yet fails alone with the configurator's message.
+LLAMA_MUON = ["--pos_encoding=rope", "--norm=rmsnorm", "--mlp=swiglu", "--qk_norm=True", "--optimizer=muon"]
 VARIANTS = {
     "baseline": [],
     "rope": ["--pos_encoding=rope"],
@@ -45,8 +51,15 @@ VARIANTS = {
     "batch_ramp": ["--batch_ramp_start=0.25", "--batch_ramp_tokens=500000"],
     "bf16": ["--dtype=bfloat16"],
     "compile": ["--compile=True"],
-    "llama_muon": ["--pos_encoding=rope", "--norm=rmsnorm", "--mlp=swiglu", "--qk_norm=True", "--optimizer=muon"],
+    "llama_muon": LLAMA_MUON,
+    "scaled": ["--init=scaled"],
 }
+# Knobs that change what is learned but not how long a step takes: a variant that differs from another only in these
+# trains for that variant's measured speed (the same iterations) instead of measuring its own, so a learning-rate or
+# init change gets exactly the compute of its architecture, free of timing noise, and needs no idle machine.
+SPEED_NEUTRAL_KEYS = {"learning_rate", "min_lr", "muon_lr", "muon_momentum", "warmup_iters", "weight_decay", "beta1",
+                      "beta2", "grad_clip", "init", "rope_theta", "seed"}
+
 # Variants whose bits per byte at 2x the training block_size are asked for (the positional encodings' extrapolation).
 LONG_CONTEXT_VARIANTS = ("baseline", "rope", "alibi")
 
@@ -173,7 +186,10 @@ def render_table(results, seeds, names=None):
     for name, entry in variants.items():
         speed = entry.get("speed") or {}
         overrides = " ".join(f"`{o.removeprefix('--')}`" for o in entry["overrides"]) or "(config as is)"
-        cells = [name, overrides, f"{speed['tokens_per_s']:,.0f}" if speed else "-", str(entry.get("iters", "-"))]
+        tokens_per_s = f"{speed['tokens_per_s']:,.0f}" if speed else "-"
+        if entry.get("speed_from"):
+            tokens_per_s += f" (as {entry['speed_from']})"
+        cells = [name, overrides, tokens_per_s, str(entry.get("iters", "-"))]
         for s in seeds:
             run = entry.get("runs", {}).get(str(s))
             inexact |= bool(run) and not run["exact"]
@@ -249,11 +265,44 @@ def parse_args(argv):
     return args, {n: variants[n] for n in names}, seeds
 
 
-def run_variant(name, overrides, entry, args, seeds, save, bar):
-    """Measure one variant's speed (once) and train each missing seed; save after every measurement."""
+def speed_key(overrides):
+    """The overrides that can change the time of a step (all but SPEED_NEUTRAL_KEYS), as a comparable set."""
+    return frozenset(o for o in overrides if o.removeprefix("--").partition("=")[0] not in SPEED_NEUTRAL_KEYS)
+
+
+def shared_speed(results, name, overrides):
+    """(variant, its speed) of another variant in results with the same speed_key and a speed it measured itself,
+    or None: a variant with speed-neutral overrides trains for the speed of the variant that has only its other
+    overrides (the baseline's for an init change, llama_muon's for a learning-rate change of it)."""
+    key = speed_key(overrides)
+    if key == set(overrides):
+        return None  # nothing speed-neutral: it measures its own
+    for other, entry in results["variants"].items():
+        if other != name and set(entry["overrides"]) == key and "speed" in entry and "speed_from" not in entry:
+            return other, entry["speed"]
+    return None
+
+
+def check_same_machine(results, device):
+    """Speeds measured on another CPU would give iterations for another machine's budget: refuse to mix them."""
+    here, there = machine_info(device).get("cpu"), results.get("machine", {}).get("cpu")
+    if there is not None and here != there:
+        raise SystemExit(f"error: the speeds in this results file were measured on {there!r}, this machine is "
+                         f"{here!r}: a speed measured here would give another machine's budget; measure on that "
+                         f"machine, or pass another --out for a table of this one")
+
+
+def run_variant(name, overrides, entry, args, seeds, save, bar, results):
+    """Measure one variant's speed (once; or take a speed-equivalent variant's) and train each missing seed; save
+    after every measurement. Training runs have fixed iterations, so they may run on any machine and under load."""
     try:
         load_config(args.config, overrides)  # an unknown knob fails here, in a second, not after the speed run
-        if "speed" not in entry:
+        shared = shared_speed(results, name, overrides)
+        if shared is not None:
+            entry["speed_from"], entry["speed"] = shared
+        elif "speed" not in entry or "speed_from" in entry:
+            entry.pop("speed_from", None)
+            check_same_machine(results, args.device)
             bar.set_postfix_str(f"{name}: speed")
             entry["speed"] = measure_speed(args.config, args.device, overrides, args.speed_iters, args.speed_warmup)
         entry["iters"] = iters_for_budget(args.budget_s, entry["speed"]["tokens_per_s"],
@@ -263,7 +312,8 @@ def run_variant(name, overrides, entry, args, seeds, save, bar):
             if str(seed) not in entry["runs"]:
                 bar.set_postfix_str(f"{name}: seed {seed}, {entry['iters']} iters")
                 long = name in LONG_CONTEXT_VARIANTS
-                entry["runs"][str(seed)] = train_run(args.config, args.device, overrides, entry["iters"], seed, long)
+                run = train_run(args.config, args.device, overrides, entry["iters"], seed, long)
+                entry["runs"][str(seed)] = {**run, "cpu": machine_info(args.device)["cpu"]}
                 save()
             bar.update(1)
         entry.pop("error", None)
@@ -297,7 +347,7 @@ def main(argv=None):
     bar = tqdm(total=len(variants) * len(seeds), desc="ablation runs", unit="run")
     with bar:
         for name, entry in entries.items():
-            run_variant(name, variants[name], entry, args, seeds, save, bar)
+            run_variant(name, variants[name], entry, args, seeds, save, bar, results)
     print(render_table(results, seeds, names=variants))
     print(f"wrote {args.out}")
     failed = [n for n in variants if results["variants"][n].get("error")]

@@ -228,3 +228,45 @@ def test_real_train_runs(tmp_path):
     assert entry["overrides"] == ["--learning_rate=1e-4"] and entry["iters"] == 10  # the 10-iteration floor
     assert entry["speed"]["iters_measured"] == 3 and entry["speed"]["tokens_per_s"] > 0
     assert 0 < entry["runs"]["3"]["val_bpb"] < 20
+
+
+def test_a_speed_neutral_variant_trains_for_its_architectures_speed(tmp_path, monkeypatch):
+    monkeypatch.setattr(ablate, "VARIANTS", {
+        "baseline": [], "wide": ["--n_embd=256"], "wide_lr": ["--n_embd=256", "--learning_rate=3e-3"],
+        "zero": ["--init=zero_proj"], "wide_deep": ["--n_embd=256", "--n_layer=6"]})
+    fake = FakeRuns(monkeypatch, ms_per_iter={"256": 2000.0})
+    out = tmp_path / "ablation.json"
+    assert ablate.main([f"--out={out}", "--seeds=1"]) == 0
+    # measured: the three architectures; wide_lr and zero only change what is learned, not the time of a step
+    assert [c[2] for c in fake.speed_calls] == [[], ["--n_embd=256"], ["--n_embd=256", "--n_layer=6"]]
+    results = json.loads(out.read_text())["variants"]
+    assert results["wide_lr"]["speed_from"] == "wide" and results["zero"]["speed_from"] == "baseline"
+    assert results["wide_lr"]["iters"] == results["wide"]["iters"] == 300
+    assert results["zero"]["iters"] == results["baseline"]["iters"] == 500
+    assert "speed_from" not in results["wide_deep"]  # n_layer changes the step: its own speed
+    iters = {tuple(c[3:-8]): arg(c, "max_iters") for c in fake.train_cmds}
+    assert iters[("--n_embd=256", "--learning_rate=3e-3")] == "300"
+    assert "| wide_lr | `n_embd=256` `learning_rate=3e-3` | 2,048 (as wide) | 300 |" in ablate.render_table(
+        json.loads(out.read_text()), [1])
+
+
+def test_speeds_are_never_mixed_between_machines(tmp_path, monkeypatch, variants):
+    out = tmp_path / "ablation.json"
+    FakeRuns(monkeypatch)
+    assert ablate.main([f"--out={out}", "--variants=baseline", "--seeds=1"]) == 0
+    results = json.loads(out.read_text())
+    assert results["variants"]["baseline"]["runs"]["1"]["cpu"] == results["machine"]["cpu"]
+    results["machine"]["cpu"] = "Some Other CPU"
+    out.write_text(json.dumps(results))
+    # training a variant whose speed is known is fine anywhere (fixed iterations) ...
+    again = FakeRuns(monkeypatch)
+    assert ablate.main([f"--out={out}", "--variants=baseline", "--seeds=1,2"]) == 0
+    assert (len(again.speed_calls), len(again.train_cmds)) == (0, 1)
+    # ... but measuring a new speed here would give another machine's budget
+    assert ablate.main([f"--out={out}", "--variants=wide", "--seeds=1"]) == 1
+    wide = json.loads(out.read_text())["variants"]["wide"]
+    here = ablate.machine_info("cpu")["cpu"]
+    assert wide["error"] == (f"the speeds in this results file were measured on 'Some Other CPU', this machine is "
+                             f"{here!r}: a speed measured here would give another machine's budget; measure on that "
+                             f"machine, or pass another --out for a table of this one")
+    assert again.speed_calls == [] and "speed" not in wide
