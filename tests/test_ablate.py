@@ -43,6 +43,7 @@ class FakeRuns:
         if self.final_flag:
             final["final"] = True
         out_dir = Path(arg(cmd, "out_dir"))
+        out_dir.mkdir(parents=True, exist_ok=True)  # as train.py does
         (out_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*records, final]))
         return 0, 1.0, 100.0, "done"
 
@@ -270,3 +271,12 @@ def test_speeds_are_never_mixed_between_machines(tmp_path, monkeypatch, variants
                              f"{here!r}: a speed measured here would give another machine's budget; measure on that "
                              f"machine, or pass another --out for a table of this one")
     assert again.speed_calls == [] and "speed" not in wide
+
+
+def test_keep_models_keeps_each_runs_out_dir(tmp_path, monkeypatch, variants):
+    fake = FakeRuns(monkeypatch)
+    keep = tmp_path / "models"
+    assert ablate.main([f"--out={tmp_path / 'a.json'}", "--variants=baseline,wide", "--seeds=1",
+                        f"--keep_models={keep}"]) == 0
+    assert [arg(c, "out_dir") for c in fake.train_cmds] == [str(keep / "baseline-1"), str(keep / "wide-1")]
+    assert (keep / "wide-1" / "metrics.jsonl").is_file()  # still there after the run was read
