@@ -151,17 +151,10 @@ def contract_spans(text):
 def _contract_spans_regex(text):
     import re
 
-    from compiler.inject import _code_spans
+    from compiler.inject import _code_spans, closing_brace
     braces, _ = _code_spans(text)
     out = []
     for m in re.finditer(r"\b(?:abstract\s+)?(?:contract|library|interface)\s+(\w+)[^{;]*\{", text):
-        depth, end = 0, len(text)
-        for a, _ in braces:
-            if a < m.end() - 1:
-                continue
-            depth += 1 if text[a] == "{" else -1
-            if depth == 0:
-                end = a + 1
-                break
-        out.append((m.group(1), m.start(), end))
+        end = closing_brace(text, braces, m.end() - 1)
+        out.append((m.group(1), m.start(), len(text) if end is None else end + 1))
     return out

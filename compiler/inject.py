@@ -139,7 +139,11 @@ def contract_end(text: str) -> int | None:
     opens = [m.end() - 1 for m in _CONTRACT_RE.finditer(text) if not in_skipped(m.start())]
     if not opens:
         return None
-    start = opens[-1]
+    return closing_brace(text, braces, opens[-1])
+
+
+def closing_brace(text: str, braces, start: int) -> int | None:
+    """Offset of the `}` matching the `{` at start, given the code braces (_code_spans), or None."""
     depth = 0
     for a, _ in braces:
         if a < start:

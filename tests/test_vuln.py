@@ -273,3 +273,13 @@ def test_bench_vuln_section_on_the_hub_fixture(tmp_path, classifier, hub, monkey
     # the fixture is separable by `tx.origin`: TF-IDF finds it; the majority (safe everywhere) gets safe's F1 / 6
     assert report["baseline_tfidf_macro_f1"] == pytest.approx((1 + 1) / 6)
     assert report["baseline_majority_macro_f1"] == pytest.approx(2 * 4 / (2 * 4 + 4) / 6)
+
+
+def test_contract_spans_regex_fallback_matches_tree_sitter():
+    import solsyntax
+    text = (contract(1, True) + "\n/* contract NotOne { } */\nlibrary L { function f() internal pure {} }\n"
+            "interface I { function g() external; }\n")
+    spans = solsyntax.contract_spans(text)
+    assert [s[0] for s in spans] == ["C1", "L", "I"]
+    assert [s[0] for s in solsyntax._contract_spans_regex(text)][:1] == ["C1"]
+    assert solsyntax._contract_spans_regex(text)[0] == spans[0]
