@@ -1,6 +1,7 @@
 """Vulnerability classification (vuln.py, train.py --task=classify, classify.py, bench.py's vuln section) on tiny
 models and fixtures laid out like the Hub's slither-audited-smart-contracts Parquet export."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -283,3 +284,18 @@ def test_contract_spans_regex_fallback_matches_tree_sitter():
     assert [s[0] for s in spans] == ["C1", "L", "I"]
     assert [s[0] for s in solsyntax._contract_spans_regex(text)][:1] == ["C1"]
     assert solsyntax._contract_spans_regex(text)[0] == spans[0]
+
+
+def test_ddp_two_processes_match_one(tmp_path, hub):
+    """gloo DDP with 2 ranks draws the files one process with the same global batch draws: same losses."""
+    args = [*TINY, f"--cls_hub_path={hub}", "--batch_size=2", "--gradient_accumulation_steps=2", "--max_iters=4",
+            "--lr_decay_iters=4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(ROOT / "train.py"), *args, f"--out_dir={tmp_path / 'ddp'}"], capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    assert train_here(tmp_path / "one", hub, "--batch_size=2", "--gradient_accumulation_steps=2", "--max_iters=4",
+                      "--lr_decay_iters=4") == 0
+    loss = lambda d: [r["loss"] for r in metrics(d) if "loss" in r]  # noqa: E731
+    assert loss(tmp_path / "ddp") == pytest.approx(loss(tmp_path / "one"), rel=1e-5)
