@@ -6,6 +6,7 @@ KV cache, data preparation throughput, tokenizer compression, and model quality 
     python bench.py --quick               # under 5 minutes on 2 cores
     python bench.py --device=cuda         # GPU: train benchmark on config/train_gpt2_124m.py, bf16 + torch.compile
     python bench.py --only=sample,tokenizer --out=report.json
+    python bench.py --only=vuln --ckpt=out-vuln-cpu/model.pt   # classifier F1 on held-out files vs two baselines
 
 Each speed figure is the median over repeats (warm-up excluded) with min and max beside it in `stats`. Writes a JSON
 report (--out, default bench_report.json) and prints a table. Speed is measured here, never asserted by a test.
@@ -27,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 from common import ArgumentParser, atomic_write  # noqa: E402
 from plot import read_metrics  # noqa: E402  (the one reader of metrics.jsonl)
 
-SECTIONS = ("train", "sample", "data", "tokenizer", "quality")
+SECTIONS = ("train", "sample", "data", "tokenizer", "quality", "vuln")
+DEFAULT_SECTIONS = SECTIONS[:5]  # vuln needs a fine-tuned classifier (--ckpt): asked for by name
 PROMPT = "// SPDX-License-Identifier: MIT\npragma solidity ^0.8.20;\n\ncontract Vault {\n"
 
 
@@ -283,6 +285,52 @@ def bench_quality(config, device, budget_s, tokens_per_s, iters=None, keep_model
     return report
 
 
+def vuln_scores(y_true, y_pred, majority, tfidf, tfidf_info):
+    """The vuln section's numbers for one test split: ours per class, micro/macro, and the baselines' macro F1."""
+    import vuln
+    ours = vuln.f1_scores(y_true, y_pred)
+    return {"n_test": int(len(y_true)), "per_class": ours["per_class"], "micro_f1": ours["micro_f1"],
+            "macro_f1": ours["macro_f1"], "baseline_majority_macro_f1": vuln.f1_scores(y_true, majority)["macro_f1"],
+            "baseline_tfidf_macro_f1": vuln.f1_scores(y_true, tfidf)["macro_f1"],
+            "baseline_tfidf_micro_f1": vuln.f1_scores(y_true, tfidf)["micro_f1"],
+            "baseline_tfidf_per_class_f1": {c: v["f1"] for c, v in vuln.f1_scores(y_true, tfidf)["per_class"].items()},
+            "baseline_tfidf": tfidf_info}
+
+
+def bench_vuln(ckpt_path, device, hub_path=None):
+    """A classifier's F1 on the held-out split of data/slither-labels (and on the Hub dataset's big-multilabel test
+    split when data/slither-audited-smart-contracts is prepared), beside the majority and TF-IDF baselines trained
+    on the same train split with thresholds tuned on the same validation split. The model's thresholds are those
+    it stored (tuned on its validation split during training)."""
+    from contextlib import nullcontext
+
+    import classify
+    import vuln
+    from tokenizer import get_dataset_tokenizer
+    model, ckpt = classify.load_classifier(ckpt_path, device)
+    tok = get_dataset_tokenizer(ckpt)
+    T, W = model.config.block_size, ckpt["max_windows"]
+
+    def evaluate(splits, source):
+        windows = vuln.encode_files(tok, [e["text"] for e in splits["test"]], T, W)
+        probs, _ = vuln.predict(model, windows, nullcontext(), device=device, max_windows=W)
+        y = vuln.targets(splits["test"])
+        tfidf, info = vuln.tfidf_baseline(splits)
+        out = vuln_scores(y, vuln.decide(probs, ckpt["thresholds"]), vuln.majority_baseline(splits), tfidf, info)
+        return {"test_split": source, "n_train": len(splits["train"]), "n_val": len(splits["val"]), **out}
+
+    try:
+        report = {"ckpt": shown(ckpt_path), "thresholds": ckpt["thresholds"], "classes": ckpt["classes"],
+                  **evaluate(vuln.offline_splits(ckpt.get("val_fraction", 0.2)),
+                             "data/slither-labels held_out (the default corpus's val packages)")}
+        if hub_path is not None or (ROOT / "data/slither-audited-smart-contracts/meta.json").is_file():
+            report["hub_test"] = evaluate(vuln.hub_splits(hub_path), f"{'local' if hub_path else 'Hub'} "
+                                          "slither-audited-smart-contracts big-multilabel test")
+    except vuln.DataError as e:
+        raise SystemExit(f"error: {e}") from None
+    return report
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # report
 
@@ -293,7 +341,7 @@ def fmt(x, spec):
 
 def table(report):
     rows = [("", "")]
-    t, s, d, k, q = (report.get(n) for n in SECTIONS)
+    t, s, d, k, q, v = (report.get(n) for n in SECTIONS)
     if t:
         rows += [("train config", t["config"]), ("train tokens/s", fmt(t["tokens_per_s"], ",.0f")),
                  ("train ms/iter", fmt(t["ms_per_iter"], ".1f")), ("train MFU", fmt(t["mfu"] * 100, ".2f") + " %"),
@@ -313,6 +361,13 @@ def table(report):
     if q:
         rows += [(f"quality val bpb, whole val split ({q['budget_s']:.0f} s, {q['iters']} iters)",
                   fmt(q["val_bpb"], ".4f"))]
+    for name, part in (("held-out", v), ("Hub test", (v or {}).get("hub_test"))):
+        if part:
+            rows += [(f"vuln {name} F1 {c} (n={x['support']})", fmt(x["f1"], ".3f")) for c, x in part["per_class"].items()]
+            rows += [(f"vuln {name} micro / macro F1 (n_test {part['n_test']})",
+                      f"{part['micro_f1']:.3f} / {part['macro_f1']:.3f}"),
+                     (f"vuln {name} macro F1: majority / TF-IDF baselines",
+                      f"{part['baseline_majority_macro_f1']:.3f} / {part['baseline_tfidf_macro_f1']:.3f}")]
     m = report["machine"]
     rows[0] = ("machine", f"{m['gpu'] or m['cpu']}, {m['cores']} cores, torch {m['torch']}")
     rows.insert(0, ("measure", "value"))
@@ -331,17 +386,24 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="finish in under 5 minutes on 2 cores")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
     p.add_argument("--out", default="bench_report.json", help="JSON report path (default: bench_report.json)")
-    p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {','.join(SECTIONS)}")
+    p.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
+                   help=f"comma-separated sections of {','.join(SECTIONS)} (default: all but vuln)")
     p.add_argument("--config", help="train config (default: config/train_cpu.py; config/train_gpt2_124m.py on cuda)")
     p.add_argument("--budget_s", type=float, help="quality training budget in seconds (default 600; --quick 120)")
     p.add_argument("--quality_iters", type=int, help="pin the quality run's iterations (default: budget / ms per iter)")
-    p.add_argument("--ckpt", help="sample with this trained model.pt instead of random weights of the CPU config")
+    p.add_argument("--ckpt", help="sample with this trained model.pt instead of random weights of the CPU config; "
+                                  "vuln: the classifier to evaluate")
+    p.add_argument("--hub_path", help="vuln: a local copy of the Hub dataset's Parquet export (default: the Hub, "
+                                      "when data/slither-audited-smart-contracts is prepared)")
     p.add_argument("--keep_model", help="quality: train into this directory and keep it (model.pt, metrics, ...)")
     args = p.parse_args(argv)
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     bad = [s for s in sections if s not in SECTIONS]
     if bad:
         p.error(f"unknown section(s) {','.join(bad)}: choose from {','.join(SECTIONS)}")
+    if "vuln" in sections and not args.ckpt:
+        p.error("--only=vuln evaluates a classifier: pass --ckpt=out-vuln-cpu/model.pt (train it with "
+                "config/finetune_vuln_cpu.py)")
     if args.budget_s is not None and args.budget_s <= 0:
         p.error("--budget_s must be positive")
     if args.keep_model and "quality" not in sections:
@@ -390,6 +452,9 @@ def main(argv=None):
             tps = bench_train(cpu_config, args.device, 10, 3, [])["tokens_per_s"]
         print(f"quality: config/train_cpu.py for {budget:.0f} s ...", flush=True)
         report["quality"] = bench_quality(cpu_config, args.device, budget, tps, args.quality_iters, args.keep_model)
+    if "vuln" in sections:
+        print(f"vuln: {args.ckpt} on the held-out split, and the majority and TF-IDF baselines ...", flush=True)
+        report["vuln"] = bench_vuln(args.ckpt, args.device, args.hub_path)
     report["wall_s"] = time.perf_counter() - t_start
     write_json_atomic(args.out, report)
     print(table(report))

@@ -32,6 +32,16 @@ from data.tokens import MetaError, read_meta  # noqa: E402
 _SPLIT_SALT = {"train": 0, "val": 1, "train_eval": 2}
 
 
+def seeded_generator(seed, stream, index):
+    """One random stream per (seed, stream, global batch index): any batch can be redrawn without replaying the
+    others. Hashed: torch's CPU generator keeps only the low 32 bits of a seed, so (seed, stream) placed in high bits
+    would be ignored and every seed and split would draw the same numbers."""
+    key = f"{seed}:{_SPLIT_SALT[stream]}:{index}".encode()
+    g = torch.Generator()
+    g.manual_seed(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") % 2**63)
+    return g
+
+
 class DataError(Exception):
     """A dataset is missing, incomplete or inconsistent; str() is a one-line message for the user."""
 
@@ -123,13 +133,7 @@ class BatchSampler:
                                     f"fewer than block_size + 1 = {self.block_size + 1}; lower --block_size")
 
     def _generator(self, stream, index):
-        # one stream per (seed, stream, global batch index): any batch can be redrawn without replaying the others
-        # hashed: torch's CPU generator keeps only the low 32 bits of a seed, so (seed, stream) placed in high bits
-        # would be ignored and every seed and split would draw the same numbers
-        key = f"{self.seed}:{_SPLIT_SALT[stream]}:{index}".encode()
-        g = torch.Generator()
-        g.manual_seed(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") % 2**63)
-        return g
+        return seeded_generator(self.seed, stream, index)
 
     def _draw(self, split, index, stream=None):
         g = self._generator(stream or split, index)

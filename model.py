@@ -30,7 +30,10 @@ POS_ENCODINGS = ("learned", "rope", "alibi")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu", "relu2")
 INITS = ("gpt2", "zero_proj", "scaled")
-MODEL_CHOICES = {"pos_encoding": POS_ENCODINGS, "norm": NORMS, "mlp": MLPS, "init": INITS}
+CLS_POOLS = ("attention", "max")
+CLS_TOKEN_POOLS = ("cls", "max")
+MODEL_CHOICES = {"pos_encoding": POS_ENCODINGS, "norm": NORMS, "mlp": MLPS, "init": INITS, "cls_pool": CLS_POOLS,
+                 "cls_token_pool": CLS_TOKEN_POOLS}
 LONG_CONTEXT = 2  # rope/alibi models accept sequences up to this many times block_size (to measure extrapolation)
 
 
@@ -51,6 +54,10 @@ class GPTConfig:
     qk_norm: bool = False  # RMSNorm over head_dim on q and k (before RoPE), as Qwen3
     tie_embeddings: bool = True  # lm_head shares wte's weight (GPT-2)
     init: str = "gpt2"  # 'gpt2', 'zero_proj' or 'scaled'
+    # classification head (vuln.py): n_classes > 0 adds cls_head; cls_pool is how a file's windows are pooled
+    n_classes: int = 0
+    cls_pool: str = "attention"  # 'attention' (learned weights over windows) or 'max'
+    cls_token_pool: str = "cls"  # a window's state: its last (<|cls|>) position's, or 'max' over its positions
 
     @classmethod
     def from_dict(cls, d):
@@ -282,6 +289,13 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.transformer.wte.weight = self.lm_head.weight  # GPT-2: fewer params, no loss in quality when small
+        if config.n_classes:
+            self.cls_head = nn.ModuleDict(dict(
+                score=nn.Linear(config.n_embd, 1),  # attention pooling: one weight per window
+                out=nn.Linear(config.n_embd, config.n_classes),
+            ))
+            # BCE's per-class positive weights: set by the training task from its label frequencies, not saved
+            self.register_buffer("cls_pos_weight", torch.ones(config.n_classes), persistent=False)
         # the longest sequence forward accepts: learned positions end at block_size, rope/alibi go on (tables permit)
         self.max_positions = config.block_size * (1 if config.pos_encoding == "learned" else LONG_CONTEXT)
         self.apply(self._init_weights)
@@ -331,6 +345,22 @@ class GPT(nn.Module):
         With kv_cache: idx are the next T positions after the cached ones.
         rope/alibi models accept up to LONG_CONTEXT * block_size positions (evaluation past the training length);
         learned positions stop at block_size."""
+        if idx.dim() == 3:  # (files, windows, T): classification, see classify()
+            logits, _ = self.classify(idx)
+            loss = None if targets is None else F.binary_cross_entropy_with_logits(
+                logits.float(), targets.float(), pos_weight=self.cls_pos_weight)
+            return logits, loss
+        B, T = idx.size()
+        x = self.hidden(idx, kv_cache)
+        if targets is None:
+            return self.lm_head(x[:, [-1], :]), None
+        logits = self.lm_head(x)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
+                               reduction=reduction)
+        return logits, (loss.view(B, T) if reduction == "none" else loss)
+
+    def hidden(self, idx, kv_cache=None):
+        """The final (normed) hidden states (B, T, n_embd) of idx (B, T)."""
         B, T = idx.size()
         start = kv_cache.length if kv_cache is not None else 0
         self._check_length(start + T, kv_cache)
@@ -343,13 +373,37 @@ class GPT(nn.Module):
             x = block(x, pos, i, kv_cache)
         if kv_cache is not None:
             kv_cache.length += T
-        x = self.transformer.ln_f(x)
-        if targets is None:
-            return self.lm_head(x[:, [-1], :]), None
-        logits = self.lm_head(x)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
-                               reduction=reduction)
-        return logits, (loss.view(B, T) if reduction == "none" else loss)
+        return self.transformer.ln_f(x)
+
+    def classify(self, idx):
+        """Multi-label logits of files cut into windows: idx (B, W, T) token ids, each window right-padded with -1
+        after its last token (the <|cls|> token: a causal model's last position has seen the whole window), and a
+        window that is all -1 is padding (files have different numbers of windows). Returns (logits (B, n_classes),
+        window_logits (B, W, n_classes): the head applied to each window alone, -inf for padding windows).
+        Only real windows are computed, and only up to the longest one: padding changes nothing (causal attention:
+        what comes after a position never reaches it)."""
+        if not self.config.n_classes:
+            raise ValueError("this model has no classification head (n_classes is 0)")
+        B, W, T = idx.size()
+        real = idx[:, :, 0] >= 0  # (B, W)
+        windows = idx[real]  # (N, T)
+        lengths = (windows >= 0).sum(1)
+        h = self.hidden(windows[:, :int(lengths.max())].clamp(min=0))  # (N, L, C)
+        if self.config.cls_token_pool == "max":  # every position up to <|cls|>: a local pattern need not travel
+            valid = torch.arange(h.size(1), device=idx.device)[None, :] < lengths[:, None]
+            h = h.masked_fill(~valid[..., None], float("-inf")).amax(1)
+        else:
+            h = h[torch.arange(h.size(0), device=idx.device), lengths - 1]  # (N, C): each window's <|cls|> state
+        hw = h.new_zeros(B, W, h.size(-1))
+        hw[real] = h
+        head = self.cls_head
+        if self.config.cls_pool == "max":
+            pooled = hw.masked_fill(~real[..., None], float("-inf")).amax(1)
+        else:
+            weights = head.score(hw).squeeze(-1).masked_fill(~real, float("-inf")).softmax(1)  # (B, W)
+            pooled = (weights[..., None] * hw).sum(1)
+        window_logits = head.out(hw).masked_fill(~real[..., None], float("-inf"))
+        return head.out(pooled), window_logits
 
     def _check_length(self, length, kv_cache):
         cfg = self.config

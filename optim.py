@@ -40,12 +40,18 @@ def is_hidden_matrix(name, p):
 
 
 def _adamw(named, cfg):
-    """AdamW with decay on matrices and embeddings only; biases and norm gains are not decayed."""
+    """AdamW with decay on matrices and embeddings only; biases and norm gains are not decayed. A classifier's new
+    head (cls_head.*) gets groups of its own at cls_head_lr_scale times the rate (a fresh layer on top of trained
+    ones may want a faster start)."""
     params = [p for _, p in named]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg["weight_decay"], "lr_scale": 1.0},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr_scale": 1.0},
-    ]
+    head = [p for n, p in named if n.startswith("cls_head.")]
+    groups = []
+    for part, scale in (([p for n, p in named if not n.startswith("cls_head.")], 1.0),
+                        (head, cfg.get("cls_head_lr_scale", 1.0))):
+        if part is head and not head:
+            continue
+        groups += [{"params": [p for p in part if p.dim() >= 2], "weight_decay": cfg["weight_decay"], "lr_scale": scale},
+                   {"params": [p for p in part if p.dim() < 2], "weight_decay": 0.0, "lr_scale": scale}]
     fused = all(p.device.type == "cuda" for p in params)
     return torch.optim.AdamW(groups, lr=cfg["learning_rate"], betas=(cfg["beta1"], cfg["beta2"]), fused=fused)
 

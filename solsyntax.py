@@ -129,3 +129,32 @@ def _natspec_start(src, comment):
             break
         node = prev
     return src.char(node.start_byte)
+
+
+CONTRACT_TYPES = ("contract_declaration", "library_declaration", "interface_declaration")
+
+
+def contract_spans(text):
+    """[(name, start, end)] in characters of every contract, library and interface of text, in order. tree-sitter
+    when installed, else a regex + brace count (strings and comments skipped)."""
+    try:
+        src = Source(text)
+    except SyntaxUnavailable:
+        return _contract_spans_regex(text)
+    out = []
+    for node in src.nodes(*CONTRACT_TYPES):
+        name = node.child_by_field_name("name")
+        out.append((src.text[slice(*src.span(name))] if name else "?", *src.span(node)))
+    return out
+
+
+def _contract_spans_regex(text):
+    import re
+
+    from compiler.inject import _code_spans, closing_brace
+    braces, _ = _code_spans(text)
+    out = []
+    for m in re.finditer(r"\b(?:abstract\s+)?(?:contract|library|interface)\s+(\w+)[^{;]*\{", text):
+        end = closing_brace(text, braces, m.end() - 1)
+        out.append((m.group(1), m.start(), len(text) if end is None else end + 1))
+    return out

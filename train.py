@@ -53,6 +53,7 @@ from optim import OPTIMIZERS, build_optimizer, set_lr  # noqa: E402
 from runtime import DTYPES, Dist, autocast, device_peak_flops, resolve_device, resolve_dtype  # noqa: E402
 from schedule import get_lr, micro_batches  # noqa: E402
 from health import Health  # noqa: E402
+import vuln  # noqa: E402
 
 DEFAULTS = dict(
     # I/O
@@ -63,6 +64,7 @@ DEFAULTS = dict(
     health_interval=50,  # per-layer grad norms and update/weight ratios every this many iterations (health.py); 0 off
     always_save_checkpoint=True,  # write model.pt at every evaluation; False: only when val loss improves
     init_from="scratch",  # 'scratch', 'resume' (from out_dir), or the path of a model.pt to fine-tune from
+    task="lm",  # 'lm' (next-token prediction) or 'classify' (vulnerability classes of whole files, vuln.py)
     # data
     dataset="solidity-packages",  # data/<name>/ prepared by data/<name>/prepare.py; or a mixture 'a:0.7,b:0.3'
     data_root="data",
@@ -118,8 +120,18 @@ DEFAULTS = dict(
     wandb_log=False,
     wandb_project="solgpt",
     wandb_run_name="",  # "" = wandb picks one
+    # classification (task='classify', vuln.py): --dataset=slither-labels or slither-audited-smart-contracts
+    cls_pool="attention",  # how a file's windows are pooled: 'attention' or 'max' (a model shape key)
+    cls_token_pool="cls",  # a window's state: its <|cls|> position's ('cls') or the max over its positions ('max')
+    cls_max_windows=8,  # windows of block_size tokens per file at most (evenly spaced over a longer file)
+    cls_val_fraction=0.2,  # slither-labels: share of train-side files (whole packages) held out for validation
+    cls_hub_path="",  # slither-audited-smart-contracts: a local copy of the Hub's Parquet export ("" = the Hub)
+    cls_max_docs=0,  # slither-audited-smart-contracts: read at most this many rows per split (0 = all)
+    cls_freeze_layers=0,  # classification: keep the embeddings and the lowest this many blocks fixed
+    cls_head_lr_scale=1.0,  # classification: the head's learning rate is learning_rate times this
 )
 
+TASKS = ("lm", "classify")
 NON_SHAPE_KEYS = ("dropout",)  # model_args a resume may change; all others fix the shape of the trained weights
 PREVIOUS_DIR = "previous"  # where a scratch run puts the earlier run it finds in out_dir
 RUN_FILES = ("metrics.jsonl", "log.txt", ckpt_io.STATE_FILE, ckpt_io.MODEL_FILE, ckpt_io.BEST_FILE)
@@ -152,6 +164,13 @@ def validate_config(cfg):
         need(0 <= cfg[key] <= 1, f"--{key} must be in [0, 1], got {cfg[key]}")
     need(0 <= cfg["dropout"] < 1, f"--dropout must be in [0, 1), got {cfg['dropout']}")
     need(cfg["init_from"] != "", f"--init_from must be 'scratch', 'resume' or the path of a model.pt, got ''")
+    need(cfg["task"] in TASKS, f"--task must be one of {', '.join(TASKS)}, got {cfg['task']!r}")
+    need(cfg["cls_max_windows"] > 0, f"--cls_max_windows must be > 0, got {cfg['cls_max_windows']}")
+    need(0 < cfg["cls_val_fraction"] < 1, f"--cls_val_fraction must be in (0, 1), got {cfg['cls_val_fraction']}")
+    need(0 <= cfg["cls_freeze_layers"] <= cfg["n_layer"],
+         f"--cls_freeze_layers must be in [0, n_layer={cfg['n_layer']}], got {cfg['cls_freeze_layers']}")
+    need(cfg["cls_head_lr_scale"] > 0, f"--cls_head_lr_scale must be > 0, got {cfg['cls_head_lr_scale']}")
+    need(cfg["task"] == "lm" or cfg["fim_rate"] == 0, "--fim_rate is for --task=lm")
     need(cfg["dtype"] in ("auto", *DTYPES), f"--dtype must be one of auto, {', '.join(DTYPES)}, got {cfg['dtype']!r}")
     for key, choices in {**MODEL_CHOICES, "optimizer": OPTIMIZERS}.items():
         need(cfg[key] in choices, f"--{key} must be one of {', '.join(choices)}, got {cfg[key]!r}")
@@ -180,7 +199,14 @@ def model_args_from(cfg, vocab_size):
     return dict(n_layer=cfg["n_layer"], n_head=cfg["n_head"], n_embd=cfg["n_embd"], block_size=cfg["block_size"],
                 bias=cfg["bias"], vocab_size=padded, dropout=cfg["dropout"], pos_encoding=cfg["pos_encoding"],
                 rope_theta=cfg["rope_theta"], norm=cfg["norm"], mlp=cfg["mlp"], mlp_hidden=cfg["mlp_hidden"],
-                qk_norm=cfg["qk_norm"], tie_embeddings=cfg["tie_embeddings"], init=cfg["init"])
+                qk_norm=cfg["qk_norm"], tie_embeddings=cfg["tie_embeddings"], init=cfg["init"],
+                **classifier_args(cfg))
+
+
+def classifier_args(cfg):
+    """The head's model_args: 6 classes for task='classify', none for a language model."""
+    keys = ("cls_pool", "cls_token_pool")
+    return dict(n_classes=len(vuln.CLASSES), **{k: cfg[k] for k in keys}) if cfg["task"] == "classify" else {}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -405,6 +431,8 @@ def check_resume_tokenizer(cfg, state, meta, action="resume"):
 
 def load_data(cfg, dist_info, device):
     try:
+        if cfg["task"] == "classify":
+            return vuln.make_sampler(cfg, dist_info, device)
         return BatchSampler(cfg["dataset"], cfg["block_size"], cfg["batch_size"], device, cfg["seed"],
                             dist_info.rank, dist_info.world_size, cfg["data_root"],
                             fim=dict(rate=cfg["fim_rate"], spm_rate=cfg["fim_spm_rate"],
@@ -414,11 +442,16 @@ def load_data(cfg, dist_info, device):
 
 
 def build_model(model_args, weights, device, seed, action="resume"):
+    """The model, with the saved weights when there are any. A classification head that the weights lack (a
+    classifier initialised from a language model's model.pt) keeps its fresh initialisation; nothing else may be
+    missing."""
     torch.manual_seed(seed)  # same initial weights on every rank (and DDP broadcasts rank 0's anyway)
     model = GPT(GPTConfig.from_dict(model_args))
     if weights is not None:
         try:
-            model.load_state_dict(ckpt_io.strip_compile_prefix(weights["model"]))
+            missing, unexpected = model.load_state_dict(ckpt_io.strip_compile_prefix(weights["model"]), strict=False)
+            if unexpected or any(not k.startswith("cls_head.") for k in missing):
+                raise RuntimeError(f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
         except RuntimeError as e:
             raise SystemExit(f"error: cannot {action}: the weights do not match their model_args "
                              f"({(str(e).splitlines() or [''])[0][:200]})") from None
@@ -460,8 +493,9 @@ class Trainer:
     """One training run: the model, optimizer and data, the loop, evaluation, logging and checkpoints.
     A fine-tuning script can reuse it with its own data or model (build one, then call run())."""
 
-    def __init__(self, cfg, dist_info, device, dtype, sampler, model, model_args, token_bytes):
+    def __init__(self, cfg, dist_info, device, dtype, sampler, model, model_args, token_bytes, task=None):
         self.cfg, self.dist, self.device, self.dtype, self.sampler = cfg, dist_info, device, dtype, sampler
+        self.task = task  # None: language modelling; vuln.ClassifyTask: its own evaluation and checkpoint entries
         self.meta = sampler.meta
         self.model, self.model_args = model, model_args
         self.token_bytes = token_bytes.to(device)
@@ -516,6 +550,8 @@ class Trainer:
             self.notes.append(f"--dtype differs from the checkpoint's: the float16 loss scale "
                               f"{'starts fresh' if self.scaler.is_enabled() else 'is not used'}")
         self.iter_num = state["iter_num"]
+        if self.task is not None:
+            self.task.thresholds = list(state.get("thresholds", self.task.thresholds))
         self.best_val_loss = state["best_val_loss"]
         self.evaluated = bool(state["evaluated"])
         self.final_evaluated = bool(state.get("final_evaluated", False))
@@ -543,6 +579,8 @@ class Trainer:
             return True
         weights = ckpt_io.model_checkpoint(self.model, self.model_args, self.meta["tokenizer"],
                                            self.meta["tokenizer_hash"], self.iter_num, val_loss)
+        if self.task is not None:
+            weights.update(self.task.checkpoint_extra())
         state = {
             **{k: v for k, v in weights.items() if k != "val_loss"},
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
@@ -556,10 +594,8 @@ class Trainer:
             ckpt_io.atomic_torch_save(weights, self.out_dir / ckpt_io.BEST_FILE)
         return True
 
-    def evaluate_and_save(self, final=False):
-        """Periodic evaluation (a few fixed batches; exact bits per byte of their targets), or with final=True also
-        the whole val split, whose loss and bpb the record then reports (the sampled ones beside them).
-        Returns False when the losses are not finite (nothing saved: the run must stop)."""
+    def lm_evaluation(self, final):
+        """A language model's evaluation record and log line (see evaluate_and_save)."""
         losses = sampled_losses(self.eval_model, self.sampler, self.cfg["eval_iters"], self.ctx, self.token_bytes,
                                 self.dist)
         train, val = losses["train"], losses["val"]
@@ -574,6 +610,19 @@ class Trainer:
             line = (f"final eval {it}: whole val split ({whole.tokens:,} tokens, {whole.bytes:,} bytes): val loss "
                     f"{whole.loss:.4f}, val bpb {whole.bpb:.4f}; sampled: train loss {train.loss:.4f}, "
                     f"val loss {val.loss:.4f}, val bpb {val.bpb:.4f}")
+        return record, line
+
+    def evaluate_and_save(self, final=False):
+        """Periodic evaluation (a few fixed batches; exact bits per byte of their targets), or with final=True also
+        the whole val split, whose loss and bpb the record then reports (the sampled ones beside them); a
+        classifier's task evaluates its own way (vuln.py). Returns False when the losses are not finite (nothing
+        saved: the run must stop)."""
+        if self.task is not None:
+            record, line = self.task.evaluate(self.eval_model, self.ctx, self.iter_num, final)
+            record["tokens"] = self.tokens_seen()
+        else:
+            record, line = self.lm_evaluation(final)
+        it = self.iter_num
         self.evaluated, self.final_evaluated = True, final
         self.log.info(line)
         self.log.metrics(record)
@@ -581,9 +630,10 @@ class Trainer:
             self.log.error(f"error: evaluation loss is not finite at iter {it}; stopped without saving, so "
                            f"{self.out_dir} keeps the last good checkpoint")
             return False
-        improved = it > 0 and val.loss < self.best_val_loss  # iter 0 is the untrained model
+        val_loss = record.get("sampled_val_loss", record["val_loss"])  # the same measure at every evaluation
+        improved = it > 0 and val_loss < self.best_val_loss  # iter 0 is the untrained model
         if improved:
-            self.best_val_loss = val.loss
+            self.best_val_loss = val_loss
         if it > 0 and (final or improved or self.cfg["always_save_checkpoint"]):
             if not self.save(record["val_loss"], best=improved):
                 return False
@@ -770,6 +820,9 @@ def train(cfg, dist_info, device, explicit=()):
     saved = state if state is not None else init
     if saved is not None:
         model_args = resume_model_args(cfg, saved, explicit, action)  # before the data: block_size may come from it
+        if init is not None:  # a fine-tune: the task decides the head (a language model's model.pt has none)
+            model_args = {**{k: v for k, v in model_args.items() if k not in ("n_classes", "cls_pool", "cls_token_pool")},
+                          **classifier_args(cfg)}
     sampler = load_data(cfg, dist_info, device)
     if saved is not None:
         check_resume_tokenizer(cfg, saved, sampler.meta, action)
@@ -780,7 +833,11 @@ def train(cfg, dist_info, device, explicit=()):
     except EvalError as e:
         raise SystemExit(f"error: {e}") from None
     model = build_model(model_args, saved, device, cfg["seed"], action)
-    trainer = Trainer(cfg, dist_info, device, dtype, sampler, model, model_args, token_bytes)
+    task = None
+    if cfg["task"] == "classify":
+        task = vuln.ClassifyTask(sampler, cfg)
+        task.prepare_model(model)
+    trainer = Trainer(cfg, dist_info, device, dtype, sampler, model, model_args, token_bytes, task)
     if state is not None:
         trainer.restore(state)
     if init is not None:  # cfg["init_from"], in every checkpoint's config, records the source too

@@ -103,7 +103,8 @@ def test_inject_places_snippet_before_the_contract_close():
     out, offset = inject.inject(text, "tx-origin", "0.8.37")
     assert offset == text.index("}\nlibrary L")
     assert out.startswith(text[:offset]) and out.endswith(text[offset:])
-    assert out[offset:].startswith("\n    address owner_solgpt_inj;\n")
+    owner = inject.pick_names(text, "tx-origin")["owner"]
+    assert out[offset:].startswith(f"\n    address {owner};\n    function ")
     assert inject.inject(text, "overflow", "0.8.37") is None  # checked arithmetic since 0.8: no such bug
     with pytest.raises(ValueError):
         inject.snippet("nonsense", "0.8.37")
@@ -226,12 +227,18 @@ def test_prepare_end_to_end_on_two_tiny_packages(tmp_path):
         ("@acme/bank@1.0.0", "clean"): ("train", "ok", ["reentrancy-eth"], ["reentrancy"]),
         ("@acme/bank@1.0.0", "reentrancy"): ("train", "ok", ["reentrancy-eth"], ["reentrancy"]),
         ("vault@2.0.0", "clean"): ("held_out", "ok", [], ["safe"]),  # Bank's bug is Bank's, not Vault's
+        # a held-out file gets every kind of bug its compiler allows (0.8: all but overflow)
         ("vault@2.0.0", "unchecked-send"): ("held_out", "ok", ["arbitrary-send", "unchecked-send"],
                                             ["access-control", "unchecked-calls"]),
+        ("vault@2.0.0", "reentrancy"): ("held_out", "ok", ["reentrancy-eth"], ["reentrancy"]),
+        ("vault@2.0.0", "unchecked-call"): ("held_out", "ok", ["unchecked-lowlevel"], ["unchecked-calls"]),
+        ("vault@2.0.0", "tx-origin"): ("held_out", "ok", ["tx-origin"], ["access-control"]),
+        ("vault@2.0.0", "timestamp"): ("held_out", "ok", ["incorrect-equality", "weak-prng"], ["other"]),
     }
     assert doc["counts"]["held_out/clean"] == {"files": 1, "labelled": 1, "failed": {}, "classes": {"safe": 1}}
     assert doc["injection_confirmed"]["unchecked-send"] == "1/1"
+    assert doc["counts"]["held_out/injected"]["files"] == 5
     # the examples reader rebuilds exactly the analysed texts
     texts = {(x["package"], x["kind"]): x["text"] for x in prepare.labelled_examples(None, out, tmp_path)}
     assert texts[("@acme/bank@1.0.0", "clean")] == bank
-    assert "_solgpt_inj" in texts[("vault@2.0.0", "unchecked-send")]
+    assert "payable(msg.sender).send(1 ether);" in texts[("vault@2.0.0", "unchecked-send")]

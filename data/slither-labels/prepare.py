@@ -6,8 +6,10 @@ Every .sol file the default corpus keeps (data/solidity-packages: licence filter
 solc-js release its pragma picks (compiler/) and analysed by Slither's 38 detectors of the Hugging Face
 slither-audited-smart-contracts dataset; findings outside the analysed file (inherited from an import) are dropped,
 and the detectors map to the dataset's `big` classes (compiler/labels.py, README.md here). Every `inject_every`-th
-file also gets one SolidiFI-style injected bug (compiler/inject.py; the kinds take turns) and is analysed again:
-its label is whatever Slither finds, never the kind injected.
+file also gets one SolidiFI-style injected bug (compiler/inject.py; the kinds take turns; a held-out file gets every
+kind that applies) and is analysed again: its label is whatever Slither finds, never the kind injected. An existing
+labels.json made by the same labeller serves as a cache too (by sha256), so after compiler/inject.py changes only
+the variants are rerun.
 
 Split by package: packages.json's val_packages (the default corpus's val split) are `held_out`, the rest
 `train`; an injected variant keeps its file's split, so no contract sits on both sides. Files are visited
@@ -138,13 +140,18 @@ def round_robin(groups: list[list]) -> list:
     return [x for row in zip_longest(*groups) for x in row if x is not None]
 
 
-def make_jobs(files: list[dict], inject_every: int) -> list[dict]:
-    """A clean job per file, each followed (every inject_every-th file) by one injection; kinds take turns."""
+def make_jobs(files: list[dict], inject_every: int, every_kind_in=("held_out",)) -> list[dict]:
+    """A clean job per file, each followed (every inject_every-th file) by one injection, kinds taking turns; files
+    of the splits in every_kind_in get every applicable kind instead (the held-out packages are mostly interfaces
+    and libraries: the few contracts that can host a bug give the test split its positives)."""
     jobs, turn = [], 0
     for i, f in enumerate(files):
         jobs.append({**f, "kind": "clean"})
         if inject_every and i % inject_every == 0:
             kinds = [k for k in inject.KINDS if inject.snippet(k, f["solc"]) is not None]
+            if f.get("split") in every_kind_in:
+                jobs += [{**f, "kind": k} for k in kinds]
+                continue
             jobs.append({**f, "kind": kinds[turn % len(kinds)]})
             turn += 1
     return jobs
@@ -159,7 +166,7 @@ def prepare_job(job: dict) -> dict | None:
     if made is None:
         return None
     text, offset = made
-    rel = job["rel"][: -len(".sol")] + f"{inject.SUFFIX}_{job['kind'].replace('-', '_')}.sol"
+    rel = job["rel"][: -len(".sol")] + f".injected-{job['kind']}.sol"  # on disk only: the text has no marker
     (Path(job["cwd"]) / rel).write_text(text, encoding="utf-8")
     return {**job, "target": rel, "sha256": sha256(text), "offset": offset, "source_sha256": sha256(job["text"])}
 
@@ -247,6 +254,19 @@ def labelled_examples(split: str | None = None, labels_path: Path = HERE / "labe
 
 
 # --------------------------------------------------------------------------------------------------- main
+def recorded_results(path: Path, lid: str) -> dict:
+    """{sha256: result} of an existing labels.json made by this same labeller: it doubles as the cache, so a fresh
+    clone (no cache/results/) reruns only what changed, e.g. injected variants after compiler/inject.py changed."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    if doc.get("labeller") != json.loads(lid):
+        return {}
+    return {e["sha256"]: {"status": e["status"], "solc": e["solc"], "detectors": e["detectors"],
+                          "error": e.get("error"), "seconds": e["seconds"]} for e in doc.get("files", [])}
+
+
 def corpus_files(args, packages, spec, tree) -> list[dict]:
     """The files the default corpus keeps, with where they lie unpacked, their split and compiler."""
     kept = {(src, path) for src, path, _ in npm.iter_package_documents(
@@ -313,11 +333,12 @@ def main(argv=None):
                                                       {"status": "compile_error", "solc": None, "detectors": [],
                                                        "seconds": 0, "error": "no solc-js release satisfies the pragma"})
             for f in files if not f["solc"]}
+    recorded = recorded_results(args.out, lid)
     retry, todo = [], []
     for job in jobs:
         cached = results / f"{key(job)}.json"
-        if cached.exists():
-            result = json.loads(cached.read_text())
+        result = json.loads(cached.read_text()) if cached.exists() else recorded.get(job["sha256"])
+        if result is not None:
             done[(job["package"], job["path"], job["kind"])] = entry(job, result)
             if args.retry_failed and result["status"] != "ok":
                 retry.append(job)

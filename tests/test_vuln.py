@@ -1,0 +1,301 @@
+"""Vulnerability classification (vuln.py, train.py --task=classify, classify.py, bench.py's vuln section) on tiny
+models and fixtures laid out like the Hub's slither-audited-smart-contracts Parquet export."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import checkpoint as ckpt_io
+import train
+import vuln
+from compiler import inject
+from model import GPT, GPTConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=64", "--batch_size=4", "--eval_iters=2",
+        "--log_interval=1", "--warmup_iters=2", "--learning_rate=3e-3", "--device=cpu", "--task=classify",
+        "--dataset=slither-audited-smart-contracts", "--cls_max_windows=3", "--eval_interval=4"]
+SAFE, AC = vuln.CLASSES.index("safe"), vuln.CLASSES.index("access-control")
+
+
+def contract(i, vulnerable, lines=3):
+    body = "".join(f"    uint256 public v{i}_{k};\n" for k in range(lines))
+    bug = ("    address owner;\n    function setOwner(address n) public {\n        require(tx.origin == owner);\n"
+           "        owner = n;\n    }\n") if vulnerable else "    function get() public view returns (uint256) { return 1; }\n"
+    return f"// SPDX-License-Identifier: MIT\npragma solidity ^0.8.20;\n\ncontract C{i} {{\n{body}{bug}}}\n"
+
+
+def make_hub(root, n=(24, 8, 8)):
+    """<root>/big-multilabel/{train,validation,test}/0000.parquet: half the contracts use tx.origin (access-control),
+    the rest are safe; a few are long enough for several windows."""
+    for split, count in zip(("train", "validation", "test"), n):
+        rows = []
+        for i in range(count):
+            bad = i % 2 == 0
+            rows.append({"address": f"0x{split[:2]}{i:038x}", "source_code": contract(i, bad, 3 + 12 * (i % 3 == 0)),
+                         "bytecode": "0x6080", "slither": [AC] if bad else [SAFE]})
+        d = root / "big-multilabel" / split
+        d.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(rows), d / "0000.parquet")
+    return root
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    return make_hub(tmp_path_factory.mktemp("hub"))
+
+
+@pytest.fixture()
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def train_here(out_dir, hub, *args):
+    return train.main([*TINY, f"--cls_hub_path={hub}", f"--out_dir={out_dir}", *args])
+
+
+def metrics(out_dir):
+    return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+# ------------------------------------------------------------------------------------------------ training
+def test_classifier_trains_and_its_checkpoint_loads_weights_only(tmp_path, hub):
+    assert train_here(tmp_path / "out", hub, "--max_iters=8", "--lr_decay_iters=8") == 0
+    ckpt = torch.load(tmp_path / "out" / "model.pt", weights_only=True)
+    assert ckpt["task"] == "classify" and ckpt["classes"] == list(vuln.CLASSES)
+    assert ckpt["model_args"]["n_classes"] == 6 and len(ckpt["thresholds"]) == 6
+    assert all(isinstance(t, float) for t in ckpt["thresholds"])
+    evals = [r for r in metrics(tmp_path / "out") if "val_loss" in r]
+    assert [r["iter"] for r in evals] == [0, 4, 8] and evals[-1]["final"]
+    losses = [r["loss"] for r in metrics(tmp_path / "out") if "loss" in r]
+    assert losses[-1] < losses[0]
+    model, _ = ckpt_io.load_model(tmp_path / "out" / "model.pt")
+    assert model.config.n_classes == 6
+
+
+def test_classifier_resume_is_exact(tmp_path, hub, one_thread):
+    args = ["--max_iters=8", "--lr_decay_iters=8", "--dropout=0.1"]
+    assert train_here(tmp_path / "full", hub, *args) == 0
+    assert train_here(tmp_path / "part", hub, "--max_iters=4", "--lr_decay_iters=8", "--dropout=0.1") == 0
+    assert train_here(tmp_path / "part", hub, *args, "--init_from=resume") == 0
+    loss = lambda d: {r["iter"]: r["loss"] for r in metrics(d) if "loss" in r}  # noqa: E731
+    assert loss(tmp_path / "full") == loss(tmp_path / "part")
+    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "model.pt", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["thresholds"] == b["thresholds"]
+
+
+def test_init_from_a_language_model_loads_every_weight_and_adds_the_head(tmp_path, hub, monkeypatch):
+    lm = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=16448, bias=False))
+    from tokenizer import get_tokenizer
+    tok = get_tokenizer()
+    ckpt_io.atomic_torch_save(ckpt_io.model_checkpoint(lm, {**lm.config.__dict__}, tok.name, tok.hash, 100, 5.0),
+                              tmp_path / "lm.pt")
+    seen = {}
+    real = train.Trainer.__init__
+
+    def spy(self, cfg, dist_info, device, dtype, sampler, model, *a, **k):
+        seen["model"] = {n: p.detach().clone() for n, p in model.state_dict().items()}
+        real(self, cfg, dist_info, device, dtype, sampler, model, *a, **k)
+    monkeypatch.setattr(train.Trainer, "__init__", spy)
+    assert train_here(tmp_path / "ft", hub, f"--init_from={tmp_path / 'lm.pt'}", "--max_iters=1",
+                      "--lr_decay_iters=1", "--n_layer=2", "--n_head=2", "--n_embd=32") == 0
+    lm_weights = lm.state_dict()
+    assert {k for k in seen["model"] if not k.startswith("cls_head.")} == set(lm_weights)
+    assert all(torch.equal(seen["model"][k], lm_weights[k]) for k in lm_weights)
+    assert {k for k in seen["model"] if k.startswith("cls_head.")} == {
+        "cls_head.score.weight", "cls_head.score.bias", "cls_head.out.weight", "cls_head.out.bias"}
+
+
+# ------------------------------------------------------------------------------------------------ windows, pooling
+def tiny_classifier(pool="attention", token_pool="cls", seed=0):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=128, n_classes=6,
+                         cls_pool=pool, cls_token_pool=token_pool)).eval()
+
+
+@pytest.mark.parametrize("pool, token_pool", [("attention", "cls"), ("max", "cls"), ("attention", "max")])
+def test_padding_windows_and_padding_tokens_do_not_change_the_output(pool, token_pool):
+    model = tiny_classifier(pool, token_pool)
+    ids = list(range(1, 40))  # 39 tokens: windows of 15 + <|cls|> -> 3 windows, the last one partly padding
+    w, starts = vuln.file_windows(ids, 16, 8, cls_id=127)
+    assert starts == [0, 15, 30] and w.shape == (3, 16)
+    assert (w[:, -1][:2] == 127).all() and list(w[2, :10]) == ids[30:] + [127] and (w[2, 10:] == -1).all()
+    with torch.no_grad():
+        alone, per_window = model.classify(vuln.stack_windows([w], 3))
+        padded, _ = model.classify(vuln.stack_windows([w], 6))  # three padding windows more
+        short = vuln.file_windows(ids[:5], 16, 8, 127)[0]
+        both, _ = model.classify(vuln.stack_windows([w, short], 6))  # batched with a one-window file
+    torch.testing.assert_close(alone, padded, rtol=0, atol=1e-6)
+    torch.testing.assert_close(alone, both[:1], rtol=0, atol=1e-6)
+    assert torch.isfinite(per_window).all()
+    # the output depends on the last window (the file is covered past the first block)
+    w2 = w.copy()
+    w2[2, 3] = 99
+    with torch.no_grad():
+        changed, _ = model.classify(vuln.stack_windows([w2], 3))
+    assert not torch.allclose(alone, changed)
+
+
+def test_long_files_keep_evenly_spaced_windows_first_and_last():
+    assert vuln.window_starts(10, 16, 8) == [0]
+    assert vuln.window_starts(0, 16, 8) == [0]
+    starts = vuln.window_starts(15 * 20, 16, 4)  # 20 windows, 4 kept
+    assert starts == [0, 15 * 6, 15 * 13, 15 * 19]
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+def test_f1_scores_on_a_hand_computed_example():
+    y = np.zeros((4, 6), int)
+    p = np.zeros((4, 6), int)
+    y[[0, 1], AC] = 1       # access-control: tp 1 (row 0), fn 1 (row 1), fp 1 (row 2)
+    p[[0, 2], AC] = 1
+    y[[2, 3], SAFE] = 1     # safe: tp 1 (row 3), fn 1 (row 2)
+    p[3, SAFE] = 1
+    s = vuln.f1_scores(y, p)
+    ac, safe = s["per_class"]["access-control"], s["per_class"]["safe"]
+    assert (ac["precision"], ac["recall"], ac["f1"]) == (0.5, 0.5, 0.5)
+    assert (safe["precision"], safe["recall"]) == (1.0, 0.5) and safe["f1"] == pytest.approx(2 / 3)
+    assert s["per_class"]["reentrancy"]["f1"] == 0.0
+    assert s["macro_f1"] == pytest.approx((0.5 + 2 / 3) / 6)
+    assert s["micro_f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 2))  # tp 2, fp 1, fn 2
+
+
+def test_thresholds_and_decide():
+    y = np.zeros((4, 6), int)
+    y[[0, 1], AC] = 1
+    y[[2, 3], SAFE] = 1
+    probs = np.full((4, 6), 0.1)
+    probs[:, AC] = [0.9, 0.3, 0.2, 0.05]
+    probs[:, SAFE] = [0.2, 0.1, 0.6, 0.7]
+    thr = vuln.tune_thresholds(y, probs)
+    assert thr[AC] == pytest.approx(0.25) and thr[SAFE] == pytest.approx(0.4)
+    assert thr[vuln.CLASSES.index("reentrancy")] == 0.5  # no positives: the default
+    pred = vuln.decide(probs, thr)
+    assert vuln.f1_scores(y, pred)["per_class"]["access-control"]["f1"] == 1.0
+    nothing = vuln.decide(np.full((1, 6), 0.01), [0.5] * 6)
+    assert nothing.sum() == 1  # every file gets a label
+
+
+# ------------------------------------------------------------------------------------------------ injection names
+def test_injected_names_are_natural_varied_and_never_collide():
+    host = "pragma solidity ^0.8.0;\ncontract Host {\n    uint256 internal n;\n}\n"
+    names = set()
+    for i in range(12):
+        text = host.replace("Host", f"Host{i}")
+        for kind in inject.KINDS[:5]:
+            out, _ = inject.inject(text, kind, "0.8.37")
+            assert "_solgpt_inj" not in out and "solgpt" not in out.lower()
+            picked = inject.pick_names(text, kind)
+            names |= set(picked.values())
+            assert all(n in inject.NAMES[r] for r, n in picked.items())
+            assert inject.inject(text, kind, "0.8.37") == (out, _)  # deterministic
+    assert len(names) > 15
+    # every name the file already uses is skipped
+    taken = host.replace("uint256 internal n;", " ".join(f"uint256 {n};" for n in inject.NAMES["owner"][:-1]))
+    assert inject.pick_names(taken, "tx-origin")["owner"] == inject.NAMES["owner"][-1]
+    full = host.replace("uint256 internal n;", " ".join(f"uint256 {n};" for n in inject.NAMES["owner"]))
+    assert inject.pick_names(full, "tx-origin")["owner"] not in inject.NAMES["owner"]
+
+
+# ------------------------------------------------------------------------------------------------ classify.py
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory, hub):
+    out = tmp_path_factory.mktemp("clf")
+    assert train_here(out, hub, "--max_iters=2", "--lr_decay_iters=2") == 0
+    return out / "model.pt"
+
+
+def run_classify(*args):
+    return subprocess.run([sys.executable, str(ROOT / "classify.py"), *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_classify_json_schema_and_directories(tmp_path, classifier):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "A.sol").write_text(contract(1, True))
+    (tmp_path / "sub" / "B.sol").write_text(contract(2, False) + "\ncontract Other { uint256 x; }\n")
+    (tmp_path / "notes.txt").write_text("not solidity")
+    proc = run_classify(f"--ckpt={classifier}", "--json", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["file"] for r in rows] == [str(tmp_path / "A.sol"), str(tmp_path / "sub" / "B.sol")]
+    for r in rows:
+        assert list(r["probabilities"]) == list(vuln.CLASSES)
+        assert all(0 <= p <= 1 for p in r["probabilities"].values())
+        assert r["labels"] and set(r["labels"]) <= set(vuln.CLASSES)
+        assert set(r["contracts"]) == set(r["labels"]) - {"safe"}
+        assert all(c in ("C1", "C2", "Other") for c in r["contracts"].values())
+    text = run_classify(f"--ckpt={classifier}", tmp_path / "A.sol")
+    assert text.returncode == 0 and text.stdout.startswith(f"{tmp_path / 'A.sol'}: ")
+    assert all(f"  {c}" in text.stdout for c in vuln.CLASSES)
+
+
+def test_classify_errors_are_one_line(tmp_path, classifier):
+    missing = run_classify(f"--ckpt={classifier}", tmp_path / "nope.sol")
+    assert (missing.returncode, missing.stderr) == (1, f"error: {tmp_path / 'nope.sol'}: no such file or directory\n")
+    (tmp_path / "bad.sol").write_bytes(b"contract \xff\xfe {}")
+    bad = run_classify(f"--ckpt={classifier}", tmp_path / "bad.sol")
+    assert bad.returncode == 1 and bad.stderr.startswith(f"error: cannot read {tmp_path / 'bad.sol'}: UnicodeDecodeError")
+    assert bad.stderr.count("\n") == 1
+    lm = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8, vocab_size=64))
+    ckpt_io.atomic_torch_save(ckpt_io.model_checkpoint(lm, lm.config.__dict__, "solgpt", "0" * 64, 1, 1.0),
+                              tmp_path / "lm.pt")
+    (tmp_path / "A.sol").write_text(contract(1, True))
+    not_clf = run_classify(f"--ckpt={tmp_path / 'lm.pt'}", tmp_path / "A.sol")
+    assert (not_clf.returncode, not_clf.stderr) == (1, (
+        f"error: {tmp_path / 'lm.pt'} is a language model, not a classifier: fine-tune one with python train.py "
+        f"config/finetune_vuln_cpu.py --init_from={tmp_path / 'lm.pt'} and pass its model.pt\n"))
+    none = run_classify(f"--ckpt={tmp_path / 'missing.pt'}", tmp_path / "A.sol")
+    assert none.returncode == 1 and none.stderr.startswith(f"error: checkpoint {tmp_path / 'missing.pt'} not found")
+
+
+# ------------------------------------------------------------------------------------------------ bench.py
+def test_bench_vuln_section_on_the_hub_fixture(tmp_path, classifier, hub, monkeypatch):
+    import bench
+    splits = vuln.hub_splits(hub)
+    monkeypatch.setattr(vuln, "offline_splits", lambda *a, **k: splits)  # labels.json needs the npm tarballs
+    report = bench.bench_vuln(classifier, "cpu", hub_path=hub)
+    for part in (report, report["hub_test"]):
+        assert part["n_test"] == 8 and set(part["per_class"]) == set(vuln.CLASSES)
+        for key in ("micro_f1", "macro_f1", "baseline_majority_macro_f1", "baseline_tfidf_macro_f1"):
+            assert 0 <= part[key] <= 1
+    # the fixture is separable by `tx.origin`: TF-IDF finds it; the majority (safe everywhere) gets safe's F1 / 6
+    assert report["baseline_tfidf_macro_f1"] == pytest.approx((1 + 1) / 6)
+    assert report["baseline_majority_macro_f1"] == pytest.approx(2 * 4 / (2 * 4 + 4) / 6)
+
+
+def test_contract_spans_regex_fallback_matches_tree_sitter():
+    import solsyntax
+    text = (contract(1, True) + "\n/* contract NotOne { } */\nlibrary L { function f() internal pure {} }\n"
+            "interface I { function g() external; }\n")
+    spans = solsyntax.contract_spans(text)
+    assert [s[0] for s in spans] == ["C1", "L", "I"]
+    assert [s[0] for s in solsyntax._contract_spans_regex(text)][:1] == ["C1"]
+    assert solsyntax._contract_spans_regex(text)[0] == spans[0]
+
+
+def test_ddp_two_processes_match_one(tmp_path, hub):
+    """gloo DDP with 2 ranks draws the files one process with the same global batch draws: same losses."""
+    args = [*TINY, f"--cls_hub_path={hub}", "--batch_size=2", "--gradient_accumulation_steps=2", "--max_iters=4",
+            "--lr_decay_iters=4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(ROOT / "train.py"), *args, f"--out_dir={tmp_path / 'ddp'}"], capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    assert train_here(tmp_path / "one", hub, "--batch_size=2", "--gradient_accumulation_steps=2", "--max_iters=4",
+                      "--lr_decay_iters=4") == 0
+    loss = lambda d: [r["loss"] for r in metrics(d) if "loss" in r]  # noqa: E731
+    assert loss(tmp_path / "ddp") == pytest.approx(loss(tmp_path / "one"), rel=1e-5)

@@ -1,0 +1,403 @@
+"""
+Vulnerability classification: the data, batches, metrics and evaluation of train.py's `task='classify'`.
+
+    python train.py config/finetune_vuln_cpu.py --init_from=out-cpu/model.pt --out_dir=out-vuln-cpu
+
+A file is tokenized and cut into windows of block_size tokens, each ending with <|cls|> (right-padded with -1, which
+model.GPT.classify skips); a causal model's last position has seen its whole window. A file longer than
+max_windows windows keeps max_windows of them evenly spaced over it, first and last included (deterministic, and
+every part of a long file has a chance; the model sees at most max_windows * (block_size - 1) tokens of a file).
+The head pools the windows' <|cls|> states (attention or max, config.cls_pool) into 6 sigmoid outputs, one per `big`
+class of the Slither dataset; the loss is BCE with per-class pos_weight = negatives / positives of the train split.
+
+Datasets (--dataset):
+  slither-labels                  data/slither-labels/labels.json (offline). test = its held_out split (the default
+                                  corpus's val packages); val = whole train-side packages, picked by sha256 of their
+                                  name until val_fraction of the files (a file and its injected variants stay
+                                  together); train = the rest.
+  slither-audited-smart-contracts the Hub's big-multilabel train/validation/test (through data/slither.py, the same
+                                  datasets calls as its prepare.py; --cls_hub_path reads a local copy of the Parquet
+                                  export instead of the Hub).
+Per-class thresholds are tuned on val at every evaluation (the F1-best cut) and stored in the checkpoint with it;
+`decide` turns probabilities into labels the same way for the model, the baselines (bench.py) and classify.py.
+"""
+
+import functools
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+from compiler.labels import CLASSES  # noqa: E402  (the dataset's `big` classes, in its index order)
+from dataloader import DataError, seeded_generator  # noqa: E402
+
+DATASETS = ("slither-labels", "slither-audited-smart-contracts")
+CLS_TOKEN, PAD_TOKEN = "<|cls|>", -1
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# examples: {"text", "labels" (class names), "group" (package or address), "name"}
+
+
+def by_package_val(examples, val_fraction):
+    """Split train-side examples into (train, val) by whole packages, in sha256 order of their names, until val
+    holds val_fraction of the files: deterministic, and no file or its injected variant sits on both sides."""
+    groups = sorted({e["group"] for e in examples}, key=lambda g: hashlib.sha256(g.encode()).hexdigest())
+    val_groups, n = set(), 0
+    for g in groups:
+        if n >= val_fraction * len(examples):
+            break
+        val_groups.add(g)
+        n += sum(e["group"] == g for e in examples)
+    return [e for e in examples if e["group"] not in val_groups], [e for e in examples if e["group"] in val_groups]
+
+
+def offline_splits(val_fraction=0.2, labels_path=None, tarball_dir=None):
+    """train/val/test of data/slither-labels/labels.json (texts rebuilt from the npm tarballs, hash-checked)."""
+    sys.path.insert(0, str(ROOT / "data" / "slither-labels"))
+    import prepare  # data/slither-labels/prepare.py
+    from data.corpus import PrepareError
+    kw = {k: v for k, v in (("labels_path", labels_path), ("tarball_dir", tarball_dir)) if v is not None}
+    try:
+        rows = list(prepare.labelled_examples(None, **kw))
+    except PrepareError as e:
+        raise DataError(str(e.code).removeprefix("error: ")) from None
+    ex = lambda r: {"text": r["text"], "labels": r["labels"], "group": r["package"],  # noqa: E731
+                    "name": f"{r['package']}/{r['path']}" + ("" if r["kind"] == "clean" else f" +{r['kind']}")}
+    train, val = by_package_val([ex(r) for r in rows if r["split"] == "train"], val_fraction)
+    return {"train": train, "val": val, "test": [ex(r) for r in rows if r["split"] == "held_out"]}
+
+
+def hub_splits(local_path=None, config="big-multilabel", max_docs=0):
+    """train/val/test of the Hub dataset's big-multilabel config (row["slither"]: indices into CLASSES)."""
+    from itertools import islice
+
+    from data import slither
+    from data.corpus import PrepareError
+    try:
+        path = Path(local_path) if local_path else None
+        revision = slither.resolve_revision(path)
+        slither.check_layout(config, path, revision)
+        ds = slither.load(config, path, revision)
+        out = {}
+        for ours, theirs in (("train", "train"), ("val", "validation"), ("test", "test")):
+            out[ours] = [{"text": r["source_code"] or "", "labels": sorted(CLASSES[i] for i in r["slither"]),
+                          "group": r["address"].lower(), "name": r["address"]}
+                         for r in islice(slither.rows(ds, config, theirs), max_docs or None)]
+    except PrepareError as e:
+        raise DataError(str(e.code).removeprefix("error: ")) from None
+    return out
+
+
+def load_splits(cfg):
+    if cfg["dataset"] == "slither-labels":
+        return offline_splits(cfg["cls_val_fraction"])
+    if cfg["dataset"] == "slither-audited-smart-contracts":
+        return hub_splits(cfg["cls_hub_path"] or None, max_docs=cfg["cls_max_docs"])
+    raise DataError(f"--task=classify needs --dataset to be one of {', '.join(DATASETS)}, got {cfg['dataset']!r}")
+
+
+def targets(examples):
+    """(N, n_classes) float32 multi-hot labels."""
+    y = np.zeros((len(examples), len(CLASSES)), dtype=np.float32)
+    for i, e in enumerate(examples):
+        y[i, [CLASSES.index(c) for c in e["labels"]]] = 1
+    return y
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# windows
+
+
+def window_starts(n_tokens, block_size, max_windows):
+    """Token offsets of a file's windows (block_size - 1 tokens each, + <|cls|>): all of them, or max_windows evenly
+    spaced over the file (first and last included) when there are more."""
+    step = block_size - 1
+    starts = list(range(0, max(n_tokens, 1), step))
+    if len(starts) > max_windows:
+        starts = [starts[round(i * (len(starts) - 1) / (max_windows - 1))] for i in range(max_windows)] \
+            if max_windows > 1 else starts[:1]
+    return starts
+
+
+def file_windows(ids, block_size, max_windows, cls_id):
+    """(W, block_size) int32 windows of one tokenized file, each ids[s:s + block_size - 1] + <|cls|>, right-padded
+    with -1; plus the token offset of each window (to map a window back to the source)."""
+    starts = window_starts(len(ids), block_size, max_windows)
+    out = np.full((len(starts), block_size), PAD_TOKEN, dtype=np.int32)
+    for w, s in enumerate(starts):
+        piece = ids[s:s + block_size - 1]
+        out[w, :len(piece)] = piece
+        out[w, len(piece)] = cls_id
+    return out, starts
+
+
+def stack_windows(windows, max_windows):
+    """(B, max_windows, T) int64 tensor of several files' windows; missing windows are all -1 (padding)."""
+    T = windows[0].shape[1]
+    x = np.full((len(windows), max_windows, T), PAD_TOKEN, dtype=np.int64)
+    for i, w in enumerate(windows):
+        x[i, :len(w)] = w
+    return torch.from_numpy(x)
+
+
+def encode_files(tok, texts, block_size, max_windows):
+    """Windows of each text (tokenized in parallel)."""
+    cls_id = tok.special_tokens[CLS_TOKEN]
+    return [file_windows(ids, block_size, max_windows, cls_id)[0] for ids in tok.encode_batch(texts)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# metrics: one place for training-time evaluation, bench.py and the tests
+
+
+def f1_scores(y_true, y_pred):
+    """Per-class precision/recall/F1 and micro/macro F1 of 0/1 arrays (N, n_classes). A class with no positives and
+    no predictions scores 0 (scikit-learn's zero_division=0), so macro F1 is the mean over all classes."""
+    y_true, y_pred = np.asarray(y_true, bool), np.asarray(y_pred, bool)
+    tp = (y_true & y_pred).sum(0)
+    fp = (~y_true & y_pred).sum(0)
+    fn = (y_true & ~y_pred).sum(0)
+    div = lambda a, b: np.divide(a, b, out=np.zeros(len(a), dtype=float), where=b > 0)  # noqa: E731
+    precision, recall = div(tp, tp + fp), div(tp, tp + fn)
+    f1 = div(2 * tp, 2 * tp + fp + fn)
+    per_class = {c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                     "support": int(y_true[:, i].sum())} for i, c in enumerate(CLASSES)}
+    micro = 2 * tp.sum() / max(1, 2 * tp.sum() + fp.sum() + fn.sum())
+    return {"per_class": per_class, "micro_f1": float(micro), "macro_f1": float(f1.mean())}
+
+
+def decide(probs, thresholds):
+    """0/1 labels (N, n_classes): classes at or above their threshold; a file with none gets the class closest to
+    its threshold (every file has at least one label: a vulnerability class or `safe`)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    thr = np.asarray(thresholds, dtype=np.float64)
+    pred = probs >= thr
+    ratio = probs / np.maximum(thr, 1e-12)
+    none = ~pred.any(1)
+    pred[none, ratio[none].argmax(1)] = True
+    return pred
+
+
+def tune_thresholds(y_true, probs, default=0.5):
+    """Per class, the cut that maximises that class's F1 on these (validation) labels: midway between two
+    neighbouring distinct probabilities; `default` for a class without positives there."""
+    y_true, probs = np.asarray(y_true, bool), np.asarray(probs, dtype=np.float64)
+    out = []
+    for c in range(y_true.shape[1]):
+        if not y_true[:, c].any():
+            out.append(default)
+            continue
+        p = np.unique(probs[:, c])
+        cuts = np.concatenate([(p[:-1] + p[1:]) / 2, [p[0]]]) if len(p) > 1 else p
+        f1 = [2 * (y_true[:, c] & (probs[:, c] >= t)).sum() / (y_true[:, c].sum() + (probs[:, c] >= t).sum())
+              for t in cuts]
+        out.append(float(cuts[int(np.argmax(f1))]))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# batches for train.py
+
+
+class ClassifySampler:
+    """Training batches (x (B, max_windows, T) int64, y (B, n_classes) float) of labelled files, and the same state
+    protocol as dataloader.BatchSampler: the global micro-batch counter is the whole state, so resume is exact and
+    rank r of a DDP run draws micro-batches r, r + world_size, ...  Micro-batch k holds positions k*B .. k*B+B-1 of
+    an endless sequence of epochs, each a permutation of the train files seeded by (seed, epoch)."""
+
+    def __init__(self, splits, tok, block_size, batch_size, max_windows, device="cpu", seed=1337, rank=0,
+                 world_size=1, dataset=""):
+        if not splits["train"] or not splits["val"]:
+            raise DataError(f"--dataset={dataset}: the train or validation split has no labelled files")
+        self.splits, self.dataset = splits, dataset
+        self.block_size, self.batch_size, self.max_windows = block_size, batch_size, max_windows
+        self.device = torch.device(device)
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.step = 0
+        self.windows = {s: encode_files(tok, [e["text"] for e in ex], block_size, max_windows)
+                        for s, ex in splits.items()}
+        self.y = {s: targets(ex) for s, ex in splits.items()}
+        self.meta = {"tokenizer": tok.name, "tokenizer_hash": tok.hash, "vocab_size": tok.n_vocab,
+                     "dataset": dataset, "classes": list(CLASSES)}
+
+    def pos_weight(self):
+        """negatives / positives per class on the train split (1 for a class without positives)."""
+        y = self.y["train"]
+        pos = y.sum(0)
+        return torch.tensor(np.where(pos > 0, (len(y) - pos) / np.maximum(pos, 1), 1.0), dtype=torch.float32)
+
+    @functools.lru_cache(maxsize=4)
+    def _order(self, epoch):
+        n = len(self.windows["train"])
+        return torch.randperm(n, generator=seeded_generator(self.seed, "train", epoch)).tolist()
+
+    def batch(self, split, rows):
+        x = stack_windows([self.windows[split][i] for i in rows], self.max_windows)
+        y = torch.from_numpy(self.y[split][rows])
+        return x.to(self.device), y.to(self.device)
+
+    def get_batch(self, split="train"):
+        index = self.step + self.rank
+        self.step += self.world_size
+        n, B = len(self.windows["train"]), self.batch_size
+        rows = []
+        for pos in range(index * B, index * B + B):
+            epoch, i = divmod(pos, n)
+            rows.append(self._order(epoch)[i])
+        return self.batch("train", rows)
+
+    def state_dict(self):
+        return {"step": self.step, "seed": self.seed, "world_size": self.world_size, "dataset": self.dataset,
+                "task": "classify"}
+
+    def load_state_dict(self, state):
+        if state.get("task") != "classify":
+            raise DataError("the checkpoint is a language-model run: resume it without --task=classify, or start a "
+                            "classifier with --init_from=PATH/model.pt")
+        if (state.get("seed"), state.get("dataset")) != (self.seed, self.dataset):
+            raise DataError(f"the checkpoint was trained with --seed={state.get('seed')} on "
+                            f"--dataset={state.get('dataset')}; resume with the same seed and dataset")
+        if state["step"] % self.world_size:
+            raise DataError(f"the checkpoint drew {state['step']} micro-batches, which {self.world_size} processes "
+                            f"cannot split evenly")
+        self.step = int(state["step"])
+
+
+@torch.no_grad()
+def predict(model, windows, ctx, batch_size=8, device="cpu", max_windows=None):
+    """Probabilities (N, n_classes) and per-window logits (list of (W_i, n_classes)) of tokenized files."""
+    was_training = model.training
+    model.eval()
+    probs, per_window = [], []
+    W = max_windows or max(len(w) for w in windows)
+    for i in range(0, len(windows), batch_size):
+        chunk = windows[i:i + batch_size]
+        with ctx:
+            logits, wl = model.classify(stack_windows(chunk, W).to(device))
+        probs.append(torch.sigmoid(logits.float()).cpu().numpy())
+        per_window += [wl[j, :len(w)].float().cpu().numpy() for j, w in enumerate(chunk)]
+    model.train(was_training)
+    return np.concatenate(probs), per_window
+
+
+def bce(probs, y, pos_weight):
+    """Mean BCE of probabilities (what the training loss computes from logits), per-class pos_weight."""
+    p = np.clip(probs, 1e-7, 1 - 1e-7)
+    return float(-(pos_weight * y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
+class ClassifyTask:
+    """What train.py's Trainer calls for task='classify': evaluation (BCE on a fixed slice of train and on val,
+    thresholds tuned on val, val F1) and the classifier's entries of every checkpoint. Every rank evaluates the
+    whole (small) validation split: the weights are identical, so the results are too, with no communication."""
+
+    def __init__(self, sampler, cfg):
+        self.sampler, self.cfg = sampler, cfg
+        self.pos_weight = sampler.pos_weight()
+        n = min(len(sampler.windows["train"]), cfg["eval_iters"] * cfg["batch_size"])
+        self.train_rows = sampler._order(-1)[:n]  # a fixed slice of train files, its own stream
+        self.thresholds = [0.5] * len(CLASSES)
+
+    def prepare_model(self, model):
+        """Before the optimizer is built: the loss's class weights, and the frozen part (embeddings + the lowest
+        cls_freeze_layers blocks: fewer weights to fit on a few hundred labelled files, and a cheaper backward)."""
+        model.cls_pos_weight.copy_(self.pos_weight)
+        k = self.cfg["cls_freeze_layers"]
+        if k:
+            frozen = [model.transformer.wte, model.transformer.wpe, *model.transformer.h[:k]]
+            for p in (p for m in frozen if m is not None for p in m.parameters()):
+                p.requires_grad_(False)
+
+    def evaluate(self, model, ctx, iter_num, final=False):
+        s, pw = self.sampler, self.pos_weight.numpy()
+        kw = dict(batch_size=s.batch_size, device=s.device, max_windows=s.max_windows)
+        train_p, _ = predict(model, [s.windows["train"][i] for i in self.train_rows], ctx, **kw)
+        val_p, _ = predict(model, s.windows["val"], ctx, **kw)
+        self.thresholds = tune_thresholds(s.y["val"], val_p)
+        at_half = f1_scores(s.y["val"], decide(val_p, [0.5] * len(CLASSES)))
+        tuned = f1_scores(s.y["val"], decide(val_p, self.thresholds))
+        record = {"iter": iter_num, "train_loss": bce(train_p, s.y["train"][self.train_rows], pw),
+                  "val_loss": bce(val_p, s.y["val"], pw), "val_macro_f1": tuned["macro_f1"],
+                  "val_micro_f1": tuned["micro_f1"], "val_macro_f1_at_0.5": at_half["macro_f1"],
+                  "thresholds": self.thresholds, "n_val": len(val_p)}
+        if final:
+            record["final"] = True
+        line = (f"{'final ' if final else ''}eval {iter_num}: train loss {record['train_loss']:.4f}, val loss "
+                f"{record['val_loss']:.4f}, val macro F1 {tuned['macro_f1']:.4f} (tuned thresholds; "
+                f"{at_half['macro_f1']:.4f} at 0.5), micro F1 {tuned['micro_f1']:.4f}, {len(val_p)} val files")
+        return record, line
+
+    def checkpoint_extra(self):
+        """Plain values only (weights_only loading): what classify.py and bench.py need besides the weights."""
+        return {"task": "classify", "classes": list(CLASSES), "thresholds": [float(t) for t in self.thresholds],
+                "max_windows": int(self.cfg["cls_max_windows"]), "dataset": self.cfg["dataset"],
+                "val_fraction": float(self.cfg["cls_val_fraction"])}
+
+
+def make_sampler(cfg, dist_info, device):
+    from tokenizer import TokenizerError, get_tokenizer
+    try:
+        tok = get_tokenizer()
+    except TokenizerError as e:
+        raise DataError(str(e)) from None
+    if CLS_TOKEN not in tok.special_tokens:
+        raise DataError(f"tokenizer {tok.name} has no {CLS_TOKEN} token, which classification needs")
+    return ClassifySampler(load_splits(cfg), tok, cfg["block_size"], cfg["batch_size"], cfg["cls_max_windows"],
+                           device, cfg["seed"], dist_info.rank, dist_info.world_size, cfg["dataset"])
+
+
+def is_classifier(ckpt):
+    return isinstance(ckpt, dict) and ckpt.get("task") == "classify" and ckpt["model_args"].get("n_classes", 0) > 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# baselines (bench.py), on the same splits and with thresholds tuned on the same validation files
+
+
+def majority_baseline(splits):
+    """Every test file gets the train split's most frequent label set."""
+    from collections import Counter
+    common = Counter(tuple(e["labels"]) for e in splits["train"]).most_common(1)[0][0]
+    return np.repeat(targets([{"labels": list(common)}]), len(splits["test"]), axis=0)
+
+
+CODE_TOKEN = r"[A-Za-z_$][\w$]*|\d+|[^\s\w]"  # identifiers, numbers, single punctuation characters
+
+
+def tfidf_baseline(splits, cs=(1.0, 10.0, 100.0)):
+    """TF-IDF over code-token 1-3-grams + one-vs-rest logistic regression (class_weight balanced), C picked and
+    per-class thresholds tuned on the validation split. Returns (test 0/1 predictions, info)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vec = TfidfVectorizer(token_pattern=CODE_TOKEN, lowercase=False, ngram_range=(1, 3), sublinear_tf=True,
+                          min_df=2, max_features=200_000)
+    X = {s: (vec.fit_transform if s == "train" else vec.transform)([e["text"] for e in splits[s]])
+         for s in ("train", "val", "test")}
+    y = {s: targets(splits[s]) for s in X}
+
+    def fit(c):
+        def one(k):  # a class without both labels in train: a constant, its train frequency
+            if len(np.unique(y["train"][:, k])) < 2:
+                return lambda m: np.full(m.shape[0], y["train"][0, k])
+            lr = LogisticRegression(C=c, class_weight="balanced", max_iter=3000).fit(X["train"], y["train"][:, k])
+            return lambda m: lr.predict_proba(m)[:, 1]
+        models = [one(k) for k in range(len(CLASSES))]
+        return lambda m: np.stack([f(m) for f in models], 1)
+
+    best = None
+    for c in cs:
+        predict_proba = fit(c)
+        val_p = predict_proba(X["val"])
+        thr = tune_thresholds(y["val"], val_p)
+        score = f1_scores(y["val"], decide(val_p, thr))["macro_f1"]
+        if best is None or score > best[0]:
+            best = (score, c, thr, predict_proba)
+    score, c, thr, predict_proba = best
+    return decide(predict_proba(X["test"]), thr), {"C": c, "val_macro_f1": score, "thresholds": thr,
+                                                    "features": len(vec.vocabulary_)}
