@@ -44,14 +44,15 @@ def _adamw(named, cfg):
     head (cls_head.*) gets groups of its own at cls_head_lr_scale times the rate (a fresh layer on top of trained
     ones may want a faster start)."""
     params = [p for _, p in named]
+
+    def decay_groups(part, scale):
+        return [{"params": [p for p in part if p.dim() >= 2], "weight_decay": cfg["weight_decay"], "lr_scale": scale},
+                {"params": [p for p in part if p.dim() < 2], "weight_decay": 0.0, "lr_scale": scale}]
+
     head = [p for n, p in named if n.startswith("cls_head.")]
-    groups = []
-    for part, scale in (([p for n, p in named if not n.startswith("cls_head.")], 1.0),
-                        (head, cfg.get("cls_head_lr_scale", 1.0))):
-        if part is head and not head:
-            continue
-        groups += [{"params": [p for p in part if p.dim() >= 2], "weight_decay": cfg["weight_decay"], "lr_scale": scale},
-                   {"params": [p for p in part if p.dim() < 2], "weight_decay": 0.0, "lr_scale": scale}]
+    groups = decay_groups([p for n, p in named if not n.startswith("cls_head.")], 1.0)
+    if head:
+        groups += decay_groups(head, cfg.get("cls_head_lr_scale", 1.0))
     fused = all(p.device.type == "cuda" for p in params)
     return torch.optim.AdamW(groups, lr=cfg["learning_rate"], betas=(cfg["beta1"], cfg["beta2"]), fused=fused)
 

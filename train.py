@@ -132,6 +132,7 @@ DEFAULTS = dict(
 )
 
 TASKS = ("lm", "classify")
+CLASSIFIER_KEYS = ("n_classes", "cls_pool", "cls_token_pool")  # the head's model_args (classifier_args)
 NON_SHAPE_KEYS = ("dropout",)  # model_args a resume may change; all others fix the shape of the trained weights
 PREVIOUS_DIR = "previous"  # where a scratch run puts the earlier run it finds in out_dir
 RUN_FILES = ("metrics.jsonl", "log.txt", ckpt_io.STATE_FILE, ckpt_io.MODEL_FILE, ckpt_io.BEST_FILE)
@@ -205,8 +206,8 @@ def model_args_from(cfg, vocab_size):
 
 def classifier_args(cfg):
     """The head's model_args: 6 classes for task='classify', none for a language model."""
-    keys = ("cls_pool", "cls_token_pool")
-    return dict(n_classes=len(vuln.CLASSES), **{k: cfg[k] for k in keys}) if cfg["task"] == "classify" else {}
+    return dict(n_classes=len(vuln.CLASSES), **{k: cfg[k] for k in CLASSIFIER_KEYS if k != "n_classes"}) \
+        if cfg["task"] == "classify" else {}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -821,7 +822,7 @@ def train(cfg, dist_info, device, explicit=()):
     if saved is not None:
         model_args = resume_model_args(cfg, saved, explicit, action)  # before the data: block_size may come from it
         if init is not None:  # a fine-tune: the task decides the head (a language model's model.pt has none)
-            model_args = {**{k: v for k, v in model_args.items() if k not in ("n_classes", "cls_pool", "cls_token_pool")},
+            model_args = {**{k: v for k, v in model_args.items() if k not in CLASSIFIER_KEYS},
                           **classifier_args(cfg)}
     sampler = load_data(cfg, dist_info, device)
     if saved is not None:
