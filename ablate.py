@@ -1,6 +1,6 @@
 """
 Model ablations at a fixed wall-clock budget (issue 9's table): each variant is a named set of --key=value overrides
-on config/train_cpu.py. For each variant this measures its own training speed (ms/iter over --speed_iters iterations
+on config/train_cpu_gpt2.py (the GPT-2 recipe that was the default; the ablation chose config/train_cpu.py's). For each variant this measures its own training speed (ms/iter over --speed_iters iterations
 after --speed_warmup of warm-up), turns the budget into iterations (budget_s x tokens/s / tokens per full iteration, so every variant gets the
 same wall-clock time), trains that many iterations with the learning-rate schedule fitted to them (lr_decay_iters =
 iters) once per seed, and reads the run's final exact validation bits per byte. Then it prints a Markdown table.
@@ -56,7 +56,14 @@ VARIANTS = {
     # Fill in the middle (issue 12) on that stack: FIM's cost in left-to-right bits per byte at the same budget
     "llama_muon_fim": [*LLAMA_MUON, "--fim_rate=0.5"],
     "scaled": ["--init=scaled"],
+    # The learning rates on the FIM stack: Muon's, then AdamW's (the tied embedding and the gains), which mattered
+    "llama_muon_fim_mu02": [*LLAMA_MUON, "--fim_rate=0.5", "--muon_lr=0.02"],
+    "llama_muon_fim_lr4e3": [*LLAMA_MUON, "--fim_rate=0.5", "--learning_rate=4e-3", "--min_lr=4e-4"],
+    "llama_muon_fim_lr8e3": [*LLAMA_MUON, "--fim_rate=0.5", "--learning_rate=8e-3", "--min_lr=8e-4"],
+    "llama_muon_fim_lr16e3": [*LLAMA_MUON, "--fim_rate=0.5", "--learning_rate=1.6e-2", "--min_lr=1.6e-3"],
 }
+# The variant config/train_cpu.py is (tests/test_ablate.py checks that the two agree): the new default.
+DEFAULT_VARIANT = "llama_muon_fim_lr8e3"
 # Knobs that change what is learned but not how long a step takes: a variant that differs from another only in these
 # trains for that variant's measured speed (the same iterations) instead of measuring its own, so a learning-rate or
 # init change gets exactly the compute of its architecture, free of timing noise, and needs no idle machine.
@@ -72,6 +79,9 @@ LONG_CONTEXT_VARIANTS = ("baseline", "rope", "alibi")
 # The final evaluation record: train.py's last metrics.jsonl record over the whole val split carries this flag set to
 # true beside "val_bpb". If the flag gets another name, change this one line.
 FINAL_FLAG = "final"
+
+
+CURVE_POINTS = 5  # periodic evaluations of a kept run (--keep_models): its curve in plot.py --compare
 
 
 def final_val_bpb(metrics_path):
@@ -108,11 +118,14 @@ def measure_speed(config, device, overrides, iters, warmup):
 
 def train_run(config, device, overrides, iters, seed, long_context, keep_dir=None):
     """Train one variant from scratch for iters iterations with one seed; its final val bpb and wall time.
-    keep_dir: the run's out_dir (kept, e.g. for codeeval.py) instead of a temporary one."""
+    keep_dir: the run's out_dir (kept, e.g. for codeeval.py) instead of a temporary one; a kept run also evaluates
+    CURVE_POINTS times on the way, for plot.py --compare (evaluation batches come from their own seeded stream, so
+    this changes no training step and no final number)."""
     cfg = load_config(config, overrides)
+    eval_interval = max(1, iters // CURVE_POINTS) if keep_dir else iters
     with (nullcontext(str(keep_dir)) if keep_dir else tempfile.TemporaryDirectory()) as out_dir:
         run = [f"--out_dir={out_dir}", f"--max_iters={iters}", f"--lr_decay_iters={iters}",
-               f"--warmup_iters={min(cfg['warmup_iters'], iters // 10)}", f"--eval_interval={iters}",
+               f"--warmup_iters={min(cfg['warmup_iters'], iters // 10)}", f"--eval_interval={eval_interval}",
                f"--seed={seed}", f"--device={device}", "--always_save_checkpoint=False"]
         code, wall, _, output = run_child(train_cmd(config, [*overrides, *run]))
         if code != 0:
@@ -175,6 +188,19 @@ def mean_bpb(entry, seeds):
     return statistics.mean(r["val_bpb"] for r in runs) if all(runs) else None
 
 
+def verdict(name, entry, baseline, seeds, complete):
+    """better / worse when every seed of the variant beats / trails every seed of the baseline, else within the seeds'
+    noise; the chosen default (DEFAULT_VARIANT) says so."""
+    if name == "baseline":
+        return "(reference)"
+    if not complete:
+        return "-"
+    mine = [entry["runs"][str(s)]["val_bpb"] for s in seeds]
+    theirs = [baseline["runs"][str(s)]["val_bpb"] for s in seeds]
+    word = "better" if max(mine) < min(theirs) else "worse" if min(mine) > max(theirs) else "within seed noise"
+    return f"**{word}: the new default**" if name == DEFAULT_VARIANT else word
+
+
 def render_table(results, seeds, names=None):
     """The Markdown table of the results (the variants in names, default all, in the file's order); the delta is
     against the baseline's mean over the same seeds, when the file has it."""
@@ -184,7 +210,7 @@ def render_table(results, seeds, names=None):
     long = any(r.get("long_bpb") is not None for e in variants.values() for r in e.get("runs", {}).values())
     inexact = False
     head = ["variant", "overrides", "tokens/s", "iters", *[f"val bpb seed {s}" for s in seeds], "mean",
-            "delta vs baseline"]
+            "delta vs baseline", "verdict"]
     if long:
         head.append("bpb @2x block (mean)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
@@ -207,6 +233,7 @@ def render_table(results, seeds, names=None):
             cells.append("(reference)")
         else:
             cells.append(f"{mean - base:+.4f} ({(mean - base) / base:+.1%})")
+        cells.append(verdict(name, entry, everything.get("baseline"), seeds, mean is not None and base is not None))
         if long:
             values = [r["long_bpb"] for r in entry.get("runs", {}).values() if r.get("long_bpb") is not None]
             cells.append(f"{statistics.mean(values):.4f}" if values else "-")
@@ -239,8 +266,8 @@ def parse_args(argv):
     p.add_argument("--add", action="append", default=[], metavar="NAME:K=V,K=V", help="define another variant")
     p.add_argument("--list", action="store_true", help="print the variants and exit")
     p.add_argument("--table", action="store_true", help="print the table of --out's results (for --seeds) and exit")
-    p.add_argument("--config", default=str(ROOT / "config" / "train_cpu.py"),
-                   help="base config (default: config/train_cpu.py)")
+    p.add_argument("--config", default=str(ROOT / "config" / "train_cpu_gpt2.py"),
+                   help="base config (default: config/train_cpu_gpt2.py, the old default)")
     p.add_argument("--budget_s", type=float, default=600.0, help="training wall-clock budget per run (default 600)")
     p.add_argument("--seeds", default="1337,1338", help="comma-separated seeds, one run each (default 1337,1338)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")

@@ -50,6 +50,9 @@ DEFAULTS = dict(
     device="auto",
     dtype="auto",
     token_healing=True,
+    allow_empty=False,  # complete.py's: False keeps the model from ending a body before it has written text
+    stop_at_block_end=True,  # complete.py's: FIM middles cut before a brace that closes the function (as l2r is)
+    repetition_penalty=complete.DEFAULTS["repetition_penalty"],  # complete.py's (1.0 = off)
     out="",  # also write the JSON report here
 )
 MODES = ("fim", "l2r")
@@ -225,7 +228,9 @@ def main(argv=None):
     parsed = [it for it in every if solsyntax.is_valid(it["prefix"] + it["body"] + it["suffix"])]
     items = parsed[:cfg["limit"]] if cfg["limit"] else parsed
     knobs = dict(complete.DEFAULTS, ckpt=cfg["ckpt"], out_dir=cfg["out_dir"], seed=cfg["seed"], device=cfg["device"],
-                 dtype=cfg["dtype"], max_new_tokens=cfg["max_new_tokens"], token_healing=cfg["token_healing"])
+                 dtype=cfg["dtype"], max_new_tokens=cfg["max_new_tokens"], token_healing=cfg["token_healing"],
+                 allow_empty=cfg["allow_empty"], stop_at_block_end=cfg["stop_at_block_end"],
+                 repetition_penalty=cfg["repetition_penalty"])
     model, tok, device = sample.load_for_sampling(knobs)
 
     def completer_for(temperature):
@@ -236,6 +241,9 @@ def main(argv=None):
     report = {"ckpt": cfg["ckpt"] or str(Path(cfg["out_dir"]) / "model.pt"), "set": cfg["set"],
               "functions_in_set": len(every), "left_out_unparsable_originals": len(every) - len(parsed),
               "k": cfg["k"], "temperature_k": cfg["temperature_k"], "max_new_tokens": cfg["max_new_tokens"],
+              "allow_empty": cfg["allow_empty"], "stop_at_block_end": cfg["stop_at_block_end"],
+              "repetition_penalty": cfg["repetition_penalty"],
+              "token_healing": cfg["token_healing"],
               **evaluate(completer_for, items, modes, cfg["k"], compiler)}
     text = json.dumps(report, indent=2)
     print(text)

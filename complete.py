@@ -7,10 +7,13 @@ Code completion with a solGPT model: fill in the middle of a file, or write a fu
 
 Prints only the middle on stdout (messages go to stderr), so an editor can insert it at the cursor; --out writes the
 completed file (prefix + middle + suffix) atomically instead. FIM (--prefix/--suffix) needs a model trained with
-fim_rate > 0 (fim.py); it writes until the model ends the middle with <|endoftext|>. Left to right (--start) ends
-where the function the prompt opens is closed (its closing brace is not part of the middle when the prompt ends at
-"{", and is when the prompt ends at the signature). Text before and after the cursor longer than the context window
-is cut to the part nearest the cursor. The prefix's last token is healed (healing.py); the suffix needs no healing:
+fim_rate > 0 (fim.py); it writes until the model ends the middle with <|endoftext|>, or until the middle would close
+a block that the suffix closes (a body written, closed, and the next function begun; --stop_at_block_end=False waits
+for the end token alone). Left to right (--start) ends where the function the prompt opens is closed (its closing
+brace is not part of the middle when the prompt ends at "{", and is when the prompt ends at the signature). Text before and after the cursor longer than the context window
+is cut to the part nearest the cursor. The middle is never empty or blank: the model may not end it before it has
+written some text (--allow_empty=True lifts that), since a small model's likeliest answer is often "nothing".
+The prefix's last token is healed (healing.py); the suffix needs no healing:
 in training it is encoded on its own from a character split point, exactly as here. Sampling knobs are sample.py's.
 """
 
@@ -37,10 +40,13 @@ DEFAULTS = dict(
     max_new_tokens=256,
     num_samples=1,  # > 1: that many middles on stdout, separated as sample.py separates samples
     out="",  # write the completed file here (atomically) instead of printing the middle
+    allow_empty=False,  # True: the model may end the middle at once; default: it writes some text first (see below)
+    stop_at_block_end=True,  # FIM: cut the middle before it closes a block the suffix closes (False: only at the end token)
+    repetition_penalty=1.3,  # > 1 discourages repeating the completion's own tokens (1.0 = off; see penalize_repeats)
     **{key: sample.DEFAULTS[key] for key in SAMPLING_KNOBS},
 )
 FIM_SENTINELS_IN_PROMPT = 4  # <|endoftext|> <|fim_prefix|> <|fim_suffix|> <|fim_middle|>
-CHUNK = 32  # left to right: new tokens between two checks for the end of the function
+CHUNK = 32  # new tokens between two checks for the end of the function (or of the middle's block)
 
 
 def code_braces(text):
@@ -82,6 +88,39 @@ def body_end(prompt, generated):
     return None
 
 
+def brace_depth(text):
+    return sum(delta for _, delta in code_braces(text))
+
+
+def middle_end(prefix, suffix, generated):
+    """Length of the part of a FIM middle that fits between prefix and suffix, or None while it may go on: the middle
+    is cut before a closing brace that would close a block the suffix itself closes. The suffix's own braces say how
+    deep the code must be where it starts (a file's braces balance), so a model that writes a body, closes it and
+    goes on with the next function ("return x;\n    }\n\n    function ...") gets its body back."""
+    need = max(0, -brace_depth(suffix))  # the depth the suffix starts at
+    depth = brace_depth(prefix)
+    for i, delta in code_braces(prefix + generated):
+        if i < len(prefix):
+            continue
+        depth += delta
+        if depth < need:
+            return i - len(prefix)
+    return None
+
+
+def penalize_repeats(prompt_len, penalty):
+    """A logits hook: every token a row has already written (after the prompt; the prompt's names are there to be
+    reused) gets its logit divided by penalty where positive, multiplied where negative (CTRL's repetition penalty,
+    as transformers' repetition_penalty), so a greedy small model leaves its loops ("account, account, ...")."""
+    def hook(logits, idx):
+        new = idx[:, prompt_len:]
+        if new.size(1) == 0:
+            return logits
+        seen = torch.gather(logits, 1, new)
+        return logits.scatter(1, new, torch.where(seen > 0, seen / penalty, seen * penalty))
+    return hook
+
+
 class Completer:
     """A loaded model and tokenizer with the two ways to complete code; codeeval.py uses it too."""
 
@@ -118,10 +157,27 @@ class Completer:
     def _autocast(self):
         return sample.autocast(self.device, sample.resolve_dtype(self.cfg["dtype"], self.device))
 
+    def _hook(self, prompt_len, tail):
+        """The logits hook of a completion: no end before text (healing.require_text, unless allow_empty), and the
+        repetition penalty on the tokens it has written; None when neither applies."""
+        hooks = []
+        if not self.cfg["allow_empty"]:
+            hooks.append(healing.require_text(healing.token_table(self.tok), prompt_len, tail, self.specials))
+        if self.cfg["repetition_penalty"] != 1.0:
+            hooks.append(penalize_repeats(prompt_len, self.cfg["repetition_penalty"]))
+        if not hooks:
+            return None
+
+        def hook(logits, idx):
+            for h in hooks:
+                logits = h(logits, idx)
+            return logits
+        return hook
+
     def _generate(self, prompt, tail, max_new, num_rows, generator):
         with self._autocast():
             return healing.generate(self.model, prompt, tail, healing.token_table(self.tok), max_new, num_rows,
-                                    **self._sampling(generator))
+                                    logits_hook=self._hook(len(prompt), tail), **self._sampling(generator))
 
     def _text(self, ids, tail):
         """The new text after the healed tail, ended at the first special token (end of the middle)."""
@@ -129,31 +185,40 @@ class Completer:
         return healing.decode_new(self.tok, ids[:end], tail)
 
     def fill(self, prefix, suffix, num_rows=1):
-        """num_rows middles between prefix and suffix (FIM)."""
+        """num_rows middles between prefix and suffix (FIM), each ended by <|endoftext|> or, with
+        stop_at_block_end, cut where it would close a block the suffix closes (middle_end)."""
         prompt, tail, max_new = self.fim_prompt(prefix, suffix)
-        rows = self._generate(prompt, tail, max_new, num_rows, self._generator())
-        return [self._text(ids, tail) for ids in rows]
-
-    def _body(self, prompt_text, ids, tail):
-        """(text of a left-to-right row up to the end of its function, whether the row is finished)."""
-        text = self._text(ids, tail)
-        end = body_end(prompt_text, text)
-        return (text if end is None else text[:end]), end is not None or any(i in self.specials for i in ids)
+        if not self.cfg["stop_at_block_end"]:
+            rows = self._generate(prompt, tail, max_new, num_rows, self._generator())
+            return [self._text(ids, tail) for ids in rows]
+        return self._generate_cut(prompt, tail, max_new, num_rows, lambda text: middle_end(prefix, suffix, text))
 
     def continue_body(self, prompt_text, num_rows=1):
-        """num_rows left-to-right continuations of prompt_text, each cut where its function ends. Generated in
-        chunks of CHUNK tokens, so generation stops soon after every row has closed its function."""
+        """num_rows left-to-right continuations of prompt_text, each cut where its function ends (body_end)."""
         prompt, tail = self.heal([self.tok.eot_token] + self.encode(prompt_text))
-        generator, limit = self._generator(), self.cfg["max_new_tokens"]
+        return self._generate_cut(prompt, tail, self.cfg["max_new_tokens"], num_rows,
+                                  lambda text: body_end(prompt_text, text))
+
+    def _cut(self, ids, tail, end_of):
+        """(text of a row up to end_of(text), whether the row is finished: cut there, or ended by a special token)."""
+        text = self._text(ids, tail)
+        end = end_of(text)
+        return (text if end is None else text[:end]), end is not None or any(i in self.specials for i in ids)
+
+    def _generate_cut(self, prompt, tail, limit, num_rows, end_of):
+        """Generate in chunks of CHUNK tokens until every row is finished (self._cut) or limit tokens are made, so
+        generation stops soon after the last row has reached its end."""
+        generator = self._generator()
         rows = self._generate(prompt, tail, min(CHUNK, limit), num_rows, generator)
         while True:
-            bodies = [self._body(prompt_text, ids, tail) for ids in rows]
-            if all(done for _, done in bodies) or len(rows[0]) >= limit:
-                return [text for text, _ in bodies]
+            cut = [self._cut(ids, tail, end_of) for ids in rows]
+            if all(done for _, done in cut) or len(rows[0]) >= limit:
+                return [text for text, _ in cut]
             # rows stay equally long (model.generate pads a stopped row with eot), so they continue as one batch
             idx = torch.tensor([prompt + ids for ids in rows], dtype=torch.long, device=self.device)
             with self._autocast():
-                y = self.model.generate(idx, min(CHUNK, limit - len(rows[0])), **self._sampling(generator))
+                y = self.model.generate(idx, min(CHUNK, limit - len(rows[0])), logits_hook=self._hook(len(prompt), tail),
+                                        **self._sampling(generator))
             rows = y[:, len(prompt):].tolist()
 
     def _generator(self):
@@ -170,6 +235,8 @@ def read_text(value, key):
 
 def check(cfg):
     sample.check_knobs(dict(cfg, max_new_tokens=cfg["max_new_tokens"]))
+    if not cfg["repetition_penalty"] > 0:
+        raise SystemExit(f"error: --repetition_penalty must be > 0 (1.0 = off), got {cfg['repetition_penalty']!r}")
     if cfg["fim_order"] not in ("psm", "spm"):
         raise SystemExit(f"error: --fim_order must be psm or spm, got {cfg['fim_order']!r}")
     if cfg["start"] and (cfg["prefix"] or cfg["suffix"]):

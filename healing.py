@@ -49,10 +49,48 @@ def allowed_tokens(tail, table, size):
     return mask
 
 
+def require_text(table, prompt_len, tail, end_ids):
+    """A logits hook for model.generate: a row whose new text (after the healed tail, which is the prompt's) is still
+    empty or only whitespace may not produce any of end_ids, nor a second whitespace-only token (our BPE glues
+    indentation to the next word, so code never needs two in a row; a blank loop is the other way to say nothing).
+    An editor that asks for a completion wants one, and a small model is most sure of the blank answer (a newline,
+    then the end). The model still chooses every token; it only cannot stop, or idle, before writing text."""
+    carries_text = torch.tensor([b is not None and bool(b.strip()) for b in table])
+    blank_tokens = torch.tensor([b is not None and bool(b) and not b.strip() for b in table])
+    end_ids = torch.tensor(sorted(end_ids), dtype=torch.long)
+
+    def hook(logits, idx):
+        new = idx[:, prompt_len:].cpu()
+        has_text = torch.zeros(idx.size(0), dtype=torch.bool)
+        has_blank = torch.zeros(idx.size(0), dtype=torch.bool)
+        if tail and new.size(1):  # the healed first token: only its bytes after the tail are new text
+            first = [(table[i] or b"")[len(tail):] for i in new[:, 0].tolist()]
+            has_text = torch.tensor([bool(b.strip()) for b in first])
+            has_blank = torch.tensor([bool(b) and not b.strip() for b in first])
+            new = new[:, 1:]
+        known = new.clamp(max=len(table) - 1)  # ids past the tokenizer (padding) are never generated
+        has_text |= carries_text[known].any(dim=1)
+        has_blank |= blank_tokens[known].any(dim=1)
+        if has_text.all():
+            return logits
+        logits = logits.clone()
+        device = logits.device
+        rows = (~has_text).nonzero().flatten().to(device)
+        logits[rows[:, None], end_ids.to(device)[None, :]] = float("-inf")
+        idle = (~has_text & has_blank).nonzero().flatten().to(device)
+        if len(idle):
+            size = min(len(table), logits.size(-1))
+            logits[idle, :size] = logits[idle, :size].masked_fill(blank_tokens[:size].to(device), float("-inf"))
+        return logits
+
+    return hook
+
+
 def generate(model, prompt_ids, tail, table, max_new_tokens, num_rows=1, temperature=1.0, top_k=None, top_p=None,
-             eot_token=None, generator=None, use_cache=True, vocab_limit=None):
+             eot_token=None, generator=None, use_cache=True, vocab_limit=None, logits_hook=None):
     """model.generate for num_rows copies of one prompt whose first new token must spell `tail` (b"" = no healing);
-    returns each row's new token ids."""
+    returns each row's new token ids. logits_hook: model.generate's, for the tokens after the first (e.g.
+    require_text)."""
     device = next(model.parameters()).device
     idx = torch.tensor([list(prompt_ids)] * num_rows, dtype=torch.long, device=device)
     if tail and max_new_tokens > 0:
@@ -64,7 +102,7 @@ def generate(model, prompt_ids, tail, table, max_new_tokens, num_rows=1, tempera
         idx = torch.cat((idx, nxt), dim=1)
         max_new_tokens -= 1
     y = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, eot_token=eot_token,
-                       generator=generator, use_cache=use_cache, vocab_limit=vocab_limit)
+                       generator=generator, use_cache=use_cache, vocab_limit=vocab_limit, logits_hook=logits_hook)
     return y[:, len(prompt_ids):].tolist()
 
 

@@ -433,7 +433,8 @@ class GPT(nn.Module):
 
     @torch.inference_mode()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eot_token=None,
-                 generator=None, use_cache=True, window_keep=None, vocab_limit=None, eot_check_every=None):
+                 generator=None, use_cache=True, window_keep=None, vocab_limit=None, eot_check_every=None,
+                 logits_hook=None):
         """Continue idx (B, T) by up to max_new_tokens tokens; returns (B, T + n) with n <= max_new_tokens.
 
         temperature 0 is greedy. top_k / top_p (nucleus) restrict sampling. A row that produces eot_token stops:
@@ -450,6 +451,8 @@ class GPT(nn.Module):
         eot_check_every: asking whether every row has stopped copies a flag to the host, which on a GPU stalls the
         queue of kernels; so there it is asked every 16 tokens (default; 1 on CPU, where it is free), and the
         tokens produced past the point where all rows stopped are cut off: the result does not depend on it.
+        logits_hook(logits, idx) -> logits, when given, edits the next token's logits (B, V) of the sequences idx so
+        far before sampling (complete.py: no end of the middle before it holds some text, healing.require_text).
         """
         cfg = self.config
         keep = cfg.block_size * 3 // 4 if window_keep is None else window_keep
@@ -471,6 +474,8 @@ class GPT(nn.Module):
                 cache.reset()
                 cache_start = start
             logits = self._next_logits(idx, start, cache)
+            if logits_hook is not None:
+                logits = logits_hook(logits, idx)
             idx_next = sample_next(logits, temperature, top_k, top_p, generator, vocab_limit)
             if eot_token is not None:
                 idx_next = torch.where(done[:, None], torch.full_like(idx_next, eot_token), idx_next)

@@ -3,6 +3,8 @@ Render a run's metrics.jsonl as a loss-curve PNG and a network-health PNG.
 
     python plot.py --out_dir=out-cpu                  # writes out-cpu/loss.png and out-cpu/health.png
     python plot.py --out_dir=out-cpu --out=assets/solGPT_loss.png --health_out=assets/solGPT_health.png
+    python plot.py --compare=out-ablate/baseline-1337,out-ablate/default-1337 --labels=old,new --budget_s=600 \
+        --out=assets/default_vs_old.png       # several runs' val bits per byte on one axis
 
 loss.png, left panel: training loss (every logged iteration, plus a moving average) and the
 evaluated train/val loss, against iterations, with tokens seen on the top axis.
@@ -137,6 +139,61 @@ def plot(metrics_path, out_path, title=None):
     return out_path
 
 
+def compare_figure(runs, budget_s=None):
+    """Validation bits per byte of several runs on one axis. runs: [(label, steps, evals)]. With budget_s, each
+    run's iterations are spread over that many seconds (runs that got the same wall-clock budget in their own
+    iterations, as ablate.py gives them), else the axis is tokens seen. A run's last evaluation flagged `final` is
+    the exact one over the whole val split (a filled marker); the others are periodic estimates."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, steps, evals in runs:
+        bpb = [r for r in evals if r.get("val_bpb") is not None and math.isfinite(r["val_bpb"])]
+        if not bpb:
+            raise SystemExit(f"error: run {label!r} has no evaluation with val_bpb; train it with evaluations")
+        last = max(r["iter"] for r in steps + evals)
+        per_iter = tokens_per_iter(steps)
+        if budget_s:
+            x = lambda it: it / last * budget_s  # noqa: E731
+        elif per_iter:
+            x = lambda it: it * per_iter / 1e6  # noqa: E731
+        else:
+            x = lambda it: it  # noqa: E731
+        line, = ax.plot([x(r["iter"]) for r in bpb], [r["val_bpb"] for r in bpb], "o-", markersize=3,
+                        label=f"{label} (final {bpb[-1]['val_bpb']:.4f})")
+        final = [r for r in bpb if r.get("final")]
+        if final:
+            ax.plot([x(final[-1]["iter"])], [final[-1]["val_bpb"]], "s", color=line.get_color(), markersize=7)
+    ax.set_xlabel("training seconds (each run's iterations over the budget)" if budget_s
+                  else "tokens seen (millions)")
+    ax.set_ylabel("validation bits per byte")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_compare(run_dirs, labels, out_path, budget_s=None, title=None):
+    import matplotlib.pyplot as plt
+
+    runs = []
+    for run_dir, label in zip(run_dirs, labels):
+        metrics = os.path.join(run_dir, "metrics.jsonl")
+        if not os.path.isfile(metrics):
+            raise SystemExit(f"error: {metrics} not found: pass run directories that hold a metrics.jsonl")
+        runs.append((label, *read_metrics(metrics)))
+    fig = compare_figure(runs, budget_s)
+    if title:
+        fig.suptitle(title)
+    try:
+        atomic_write(out_path, lambda f: fig.savefig(f, format="png", dpi=120))
+    finally:
+        plt.close(fig)
+    return out_path
+
+
 def layer_series(health, key):
     """{layer: values over the health records} for one per-layer key; a layer missing from a record is NaN."""
     layers = list(dict.fromkeys(name for r in health for name in r.get(key, {})))
@@ -221,7 +278,18 @@ def main(argv=None):
     parser.add_argument("--out", help="PNG to write (default: OUT_DIR/loss.png)")
     parser.add_argument("--health_out", help="network-health PNG to write (default: OUT_DIR/health.png)")
     parser.add_argument("--title", help="figure title")
+    parser.add_argument("--compare", help="comma-separated run directories: their val bpb on one axis (needs --out)")
+    parser.add_argument("--labels", help="comma-separated legend labels for --compare (default: the directories)")
+    parser.add_argument("--budget_s", type=float, help="--compare: spread each run's iterations over this many "
+                        "seconds (runs given the same wall-clock budget); default: tokens seen")
     args = parser.parse_args(argv)
+    if args.compare:
+        dirs = [d for d in args.compare.split(",") if d]
+        labels = args.labels.split(",") if args.labels else dirs
+        if len(labels) != len(dirs) or not args.out:
+            parser.error("--compare needs --out, and as many --labels as directories")
+        print(f"wrote {plot_compare(dirs, labels, args.out, args.budget_s, args.title)}")
+        return
     metrics = args.metrics or os.path.join(args.out_dir, "metrics.jsonl")
     if not os.path.isfile(metrics):
         raise SystemExit(f"error: {metrics} not found: train first (python train.py ...) or pass --out_dir/--metrics")

@@ -85,12 +85,16 @@ DEFAULTS = dict(
     n_embd=384,
     dropout=0.0,
     bias=False,
-    pos_encoding="learned",  # 'learned', 'rope' or 'alibi' (model.py explains these knobs)
+    # The architecture the ablation chose (README "Ablations"): Qwen3's (RoPE, RMSNorm, SwiGLU, QK-norm), which
+    # export.py writes as a transformers Qwen3ForCausalLM. GPT-2's is learned + layernorm + gelu + qk_norm=False
+    # (config/train_cpu_gpt2.py, config/train_gpt2_124m.py); model.GPTConfig keeps GPT-2's defaults, which are what a
+    # checkpoint from before these knobs was.
+    pos_encoding="rope",  # 'learned', 'rope' or 'alibi' (model.py explains these knobs)
     rope_theta=10000.0,
-    norm="layernorm",  # or 'rmsnorm'
-    mlp="gelu",  # 'gelu', 'swiglu' or 'relu2'
+    norm="rmsnorm",  # or 'layernorm'
+    mlp="swiglu",  # 'gelu', 'swiglu' or 'relu2'
     mlp_hidden=0,  # 0 = 4 * n_embd (swiglu: 8/3 * n_embd, rounded up to a multiple of 32)
-    qk_norm=False,
+    qk_norm=True,
     tie_embeddings=True,
     init="gpt2",  # 'gpt2', 'zero_proj' or 'scaled'
     # optimizer: 'adamw', or 'muon' (Muon for the blocks' weight matrices, AdamW for the rest; see optim.py)

@@ -19,6 +19,10 @@ n_embd = 768
 block_size = 1024
 dropout = 0.0
 bias = False
+pos_encoding = "learned"  # GPT-2 small's architecture, not train.py's defaults
+norm = "layernorm"
+mlp = "gelu"
+qk_norm = False
 
 batch_size = 12
 gradient_accumulation_steps = 5 * 8

@@ -18,6 +18,10 @@ n_embd = 768
 block_size = 1024
 dropout = 0.0
 bias = False
+pos_encoding = "learned"  # the original solGPT's (nanoGPT's GPT-2) architecture, not train.py's defaults
+norm = "layernorm"
+mlp = "gelu"
+qk_norm = False
 
 batch_size = 16
 gradient_accumulation_steps = 32  # ~0.5M tokens per step, as GPT-2/nanoGPT

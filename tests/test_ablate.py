@@ -9,6 +9,8 @@ import pytest
 
 import ablate
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def arg(cmd, key):
     values = [a.split("=", 1)[1] for a in cmd if a.startswith(f"--{key}=")]
@@ -185,16 +187,18 @@ def test_table(monkeypatch):
         "rope": entry(["--pos_encoding=rope"], 4500.0, 660, [1.80, 1.81]),
         "combo": entry(["--pos_encoding=rope", "--mlp=swiglu"], 4000.4, 590, [1.71, None]),
         "old": entry(["--dtype=bfloat16"], 5000.0, 800, [1.95, 1.97], exact=False),
+        "close": entry(["--init=scaled"], 4659.2, 683, [1.89, 1.93]),
         "muon": {"overrides": ["--optimizer=muon"], "runs": {}, "error": "unknown option --optimizer"},
     }}
     expected = """\
-| variant | overrides | tokens/s | iters | val bpb seed 1 | val bpb seed 2 | mean | delta vs baseline |
-|---|---|---:|---:|---:|---:|---:|---:|
-| baseline | (config as is) | 4,659 | 683 | 1.9000 | 1.9200 | 1.9100 | (reference) |
-| rope | `pos_encoding=rope` | 4,500 | 660 | 1.8000 | 1.8100 | 1.8050 | -0.1050 (-5.5%) |
-| combo | `pos_encoding=rope` `mlp=swiglu` | 4,000 | 590 | 1.7100 | - | - | - |
-| old | `dtype=bfloat16` | 5,000 | 800 | 1.9500* | 1.9700* | 1.9600 | +0.0500 (+2.6%) |
-| muon | `optimizer=muon` | - | - | - | - | failed | - |
+| variant | overrides | tokens/s | iters | val bpb seed 1 | val bpb seed 2 | mean | delta vs baseline | verdict |
+|---|---|---:|---:|---:|---:|---:|---:|---:|
+| baseline | (config as is) | 4,659 | 683 | 1.9000 | 1.9200 | 1.9100 | (reference) | (reference) |
+| rope | `pos_encoding=rope` | 4,500 | 660 | 1.8000 | 1.8100 | 1.8050 | -0.1050 (-5.5%) | better |
+| combo | `pos_encoding=rope` `mlp=swiglu` | 4,000 | 590 | 1.7100 | - | - | - | - |
+| old | `dtype=bfloat16` | 5,000 | 800 | 1.9500* | 1.9700* | 1.9600 | +0.0500 (+2.6%) | worse |
+| close | `init=scaled` | 4,659 | 683 | 1.8900 | 1.9300 | 1.9100 | +0.0000 (+0.0%) | within seed noise |
+| muon | `optimizer=muon` | - | - | - | - | failed | - | - |
 
 \\* sampled periodic evaluation: this train.py wrote no final whole-val-split record
 
@@ -203,6 +207,9 @@ failed:
     assert ablate.render_table(results, [1, 2]) == expected
     # rows can be selected; the delta still uses the file's baseline
     assert ablate.render_table(results, [1, 2], names=["rope"]).splitlines()[2] == expected.splitlines()[3]
+    monkeypatch.setattr(ablate, "DEFAULT_VARIANT", "rope")  # the chosen default says so
+    assert ablate.render_table(results, [1, 2], names=["rope"]).splitlines()[2].endswith(
+        "| **better: the new default** |")
 
 
 def test_cli_errors_are_one_line(capsys):
@@ -280,3 +287,20 @@ def test_keep_models_keeps_each_runs_out_dir(tmp_path, monkeypatch, variants):
                         f"--keep_models={keep}"]) == 0
     assert [arg(c, "out_dir") for c in fake.train_cmds] == [str(keep / "baseline-1"), str(keep / "wide-1")]
     assert (keep / "wide-1" / "metrics.jsonl").is_file()  # still there after the run was read
+    for c in fake.train_cmds:  # a kept run also evaluates on the way (its curve); a plain run only at the end
+        assert int(arg(c, "eval_interval")) == int(arg(c, "max_iters")) // ablate.CURVE_POINTS
+    plain = FakeRuns(monkeypatch)
+    assert ablate.main([f"--out={tmp_path / 'b.json'}", "--variants=baseline", "--seeds=1"]) == 0
+    assert [arg(c, "eval_interval") for c in plain.train_cmds] == [arg(plain.train_cmds[0], "max_iters")]
+
+
+def test_the_default_config_is_the_chosen_variant():
+    """config/train_cpu.py is the ablation's DEFAULT_VARIANT on the old default: every knob that changes training
+    agrees (the run length too: the variant's iterations at its measured speed, ablation.json)."""
+    from bench import load_config
+    new = load_config(ROOT / "config" / "train_cpu.py")
+    chosen = load_config(ROOT / "config" / "train_cpu_gpt2.py", ablate.VARIANTS[ablate.DEFAULT_VARIANT])
+    differ = {k for k in new if new[k] != chosen[k]} - {"out_dir", "max_iters", "lr_decay_iters"}
+    assert differ == set(), {k: (new[k], chosen[k]) for k in differ}
+    results = json.loads((ROOT / "assets" / "ablation.json").read_text())
+    assert new["max_iters"] == new["lr_decay_iters"] == results["variants"][ablate.DEFAULT_VARIANT]["iters"]

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import complete
 import healing
@@ -87,7 +88,8 @@ def test_complete_script_prints_only_the_middle_and_writes_the_file(ckpt, tmp_pa
     for bad, message in ((["--prefix=FILE:missing.sol"], missing),
                          (["--start=x", "--prefix=y"], "error: --start (left to right) and --prefix/--suffix"),
                          ([], "error: nothing to complete"),
-                         (["--prefix=x", "--fim_order=mps"], "error: --fim_order must be psm or spm, got 'mps'")):
+                         (["--prefix=x", "--fim_order=mps"], "error: --fim_order must be psm or spm, got 'mps'"),
+                         (["--prefix=x", "--repetition_penalty=0.0"], "error: --repetition_penalty must be > 0")):
         proc = run_complete(f"--ckpt={ckpt}", *bad, cwd=tmp_path)
         assert proc.returncode != 0 and proc.stderr.startswith(message) and proc.stderr.count("\n") == 1, proc.stderr
 
@@ -120,3 +122,73 @@ def test_context_is_cut_to_the_text_nearest_the_cursor(ckpt, tok):
     assert (far + PREFIX).endswith(kept_prefix) and len(kept_prefix) > len(PREFIX)  # the end of the prefix ...
     assert (SUFFIX + far).startswith(kept_suffix) and len(kept_suffix) > len(SUFFIX)  # ... the start of the suffix
     assert len(prompt) + 1 == block - 40  # the whole window is used: 3/4 prefix, 1/4 suffix
+
+
+def test_require_text_forbids_the_end_until_the_answer_holds_text(tok):
+    table = healing.token_table(tok)
+    eot, prompt = tok.eot_token, [tok.eot_token, *tok.encode("contract A {")]
+    logits = torch.zeros(3, 16448)
+    blank, word = tok.encode("\n    ")[0], tok.encode(" uint")[0]
+    hook = healing.require_text(table, len(prompt), b"", {eot})
+    rows = torch.tensor([prompt + [blank, blank], prompt + [blank, word], prompt + [word, blank]])
+    out = hook(logits, rows)
+    assert out[0, eot] == float("-inf") and out[1, eot] == 0 and out[2, eot] == 0  # only the blank row may not end
+    assert out[0, blank] == float("-inf") and out[0, word] == 0  # ... nor idle on a second blank token
+    assert torch.isfinite(out[1:]).all() and (logits == 0).all()  # rows with text are free; the input is untouched
+    first = hook(logits[:1], torch.tensor([prompt]))  # nothing written yet: no end, but a first blank token is fine
+    assert first[0, eot] == float("-inf") and first[0, blank] == 0
+    # a healed tail belongs to the prompt: "\n" re-spelt as "\n    " is still blank, as "\n    function" it is text
+    healed = healing.require_text(table, len(prompt), b"\n", {eot})
+    glued = tok.encode("\n    function")[0]
+    assert tok.decode_bytes([glued]).startswith(b"\n") and tok.decode_bytes([blank]).startswith(b"\n")
+    out = healed(logits[:3], torch.tensor([prompt + [blank], prompt + [glued], prompt + [tok.encode("\n")[0]]]))
+    assert out[0, eot] == float("-inf") and out[0, blank] == float("-inf") and torch.isfinite(out[1]).all()
+    assert out[2, eot] == float("-inf") and out[2, blank] == 0  # "\n" re-spelt as itself added nothing yet
+
+
+def test_the_middle_is_never_left_blank(tok, tmp_path):
+    import fim
+    from code_fixtures import memorizer, save
+    pre, suf = "contract E {\n    function f() public {", "}\n}\n"
+    p, m, s = tok.encode(pre), tok.encode("\n    "), tok.encode(suf)  # both ways, as the fixture model (healing)
+    seqs = [[tok.eot_token, *fim.fim_ids(a, b, s, fim.sentinels(tok)), tok.eot_token]
+            for a, b in ((p, m), (p[:-1], p[-1:] + m))]
+    model, args, _ = memorizer(seqs)
+    path = save(model, args, tmp_path / "model.pt")
+    assert completer(path, allow_empty=True).fill(pre, suf) == ["\n    "]  # what the model learned: nothing
+    middle, = completer(path, max_new_tokens=12).fill(pre, suf)
+    assert middle.strip(), middle  # by default it must write some text before it may end
+
+
+def test_middle_end_cuts_where_the_middle_closes_a_block_the_suffix_closes():
+    pre, suf = "contract A {\n    function f() public {", "}\n}\n"
+    gen = "\n        x = 1;\n    }\n\n    function g() public {\n        y = 2;\n    }\n"
+    assert complete.middle_end(pre, suf, gen) == len("\n        x = 1;\n    ")  # the body back, the rest cut
+    assert complete.middle_end(pre, suf, "\n        if (a) { b(); }\n") is None  # balanced so far: goes on
+    assert complete.middle_end(pre, suf, ' s = "}"; // }\n') is None  # braces in strings and comments are text
+    # a middle that must close blocks (the suffix starts at the next contract) may close them, and no more
+    assert complete.middle_end(pre, "\ncontract B {}\n", "x = 1; }\n}\n}") == len("x = 1; }\n}\n")
+    assert complete.middle_end("", "", "contract A {} }") == len("contract A {} ")
+
+
+def test_fill_stops_at_the_block_end(tok, tmp_path):
+    import fim
+    from code_fixtures import memorizer, save
+    pre, suf = "contract E {\n    function f() public {", "}\n}\n"
+    body, run_on = "\n        x = 1;\n    ", "}\n\n    function g() public {\n        y = 2;\n    }\n}\n"
+    p, m, s = tok.encode(pre), tok.encode(body + run_on), tok.encode(suf)  # the model learned to run on
+    seqs = [[tok.eot_token, *fim.fim_ids(a, b, s, fim.sentinels(tok)), tok.eot_token]
+            for a, b in ((p, m), (p[:-1], p[-1:] + m))]
+    path = save(*memorizer(seqs)[:2], tmp_path / "model.pt")
+    assert completer(path, stop_at_block_end=False).fill(pre, suf) == [body + run_on]
+    assert completer(path).fill(pre, suf) == [body]
+    assert completer(path).fill(pre, suf, 2) == [body, body]
+
+
+def test_repetition_penalty_touches_only_the_tokens_the_completion_wrote():
+    hook = complete.penalize_repeats(2, 2.0)
+    logits = torch.tensor([[1.0, -1.0, 4.0, -3.0, 0.5]])
+    idx = torch.tensor([[0, 1, 2, 3, 2]])  # prompt 0, 1 (not penalised: its names are there to be reused), then 2, 3, 2
+    assert hook(logits, idx).tolist() == [[1.0, -1.0, 2.0, -6.0, 0.5]]
+    assert hook(logits, idx[:, :2]).tolist() == logits.tolist()  # nothing written yet
+    assert logits.tolist() == [[1.0, -1.0, 4.0, -3.0, 0.5]]  # the input is not modified

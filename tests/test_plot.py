@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,34 @@ def test_health_figure_without_layer_records_says_how_to_get_them(tmp_path):
     finally:
         import matplotlib.pyplot as plt
         plt.close(fig)
+
+
+def test_compare_spreads_each_runs_iterations_over_the_budget(tmp_path):
+    def run(name, iters, bpbs):
+        d = tmp_path / name
+        d.mkdir()
+        recs = [{"iter": i, "loss": 5.0, "tokens": 4096 * i} for i in range(10, iters + 1, 10)]
+        points = range(iters // len(bpbs), iters + 1, iters // len(bpbs))
+        recs += [{"iter": i, "train_loss": 5.0, "val_loss": 5.0, "val_bpb": b} for i, b in zip(points, bpbs)]
+        recs.append({"iter": iters, "train_loss": 5.0, "val_loss": 5.0, "val_bpb": bpbs[-1] - 0.01, "final": True})
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        return str(d)
+    old, new = run("old", 600, [2.5, 2.2, 1.95]), run("new", 300, [2.3, 2.0, 1.8])
+    runs = [(label, *plot.read_metrics(os.path.join(d, "metrics.jsonl"))) for label, d in (("old", old), ("new", new))]
+    fig = plot.compare_figure(runs, budget_s=600)
+    try:
+        lines = [ln for ln in fig.get_axes()[0].get_lines() if not ln.get_label().startswith("_")]
+        assert [ln.get_label() for ln in lines] == ["old (final 1.9400)", "new (final 1.7900)"]
+        for ln in lines:  # both runs end at the budget, whatever their iterations
+            assert ln.get_xdata()[-1] == 600
+        assert list(lines[1].get_xdata()) == [200, 400, 600]  # 100 of 300 iterations -> 200 s, ...
+    finally:
+        import matplotlib.pyplot as plt
+        plt.close(fig)
+    out = tmp_path / "cmp.png"
+    r = subprocess.run([sys.executable, str(ROOT / "plot.py"), f"--compare={old},{new}", "--labels=old,new",
+                        "--budget_s=600", f"--out={out}"], capture_output=True, text=True)
+    assert r.returncode == 0 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", r.stderr
+    r = subprocess.run([sys.executable, str(ROOT / "plot.py"), f"--compare={old},{new}", "--labels=old",
+                        f"--out={out}"], capture_output=True, text=True)
+    assert r.returncode != 0 and "as many --labels as directories" in r.stderr

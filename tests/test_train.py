@@ -610,7 +610,7 @@ def test_init_from_errors_are_one_line(data_root, source_model, tmp_path):
 
 def test_init_from_takes_the_shape_from_the_model_and_applies_dropout(data_root, source_model, tmp_path):
     out = tmp_path / "o"
-    for bad in ("--n_layer=3", "--block_size=16", "--mlp=swiglu"):
+    for bad in ("--n_layer=3", "--block_size=16", "--mlp=gelu"):
         with pytest.raises(SystemExit) as e:
             train_here(data_root, out, "--max_iters=2", f"--init_from={source_model}", bad)
         msg = str(e.value)
