@@ -120,14 +120,20 @@ def bench_train(config, device, iters, warmup, extra):
     with tempfile.TemporaryDirectory() as out_dir:
         overrides = [f"--out_dir={out_dir}", f"--max_iters={warmup + iters}", "--log_interval=1",
                      f"--eval_interval={10 ** 9}", "--eval_iters=1", f"--device={device}", *extra]
-        code, wall, peak_rss_mb, output = run_child(train_cmd(config, overrides))
+        # an empty compile cache, as on a user's first run: torch.compile's start-up is then measured in full
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(Path(out_dir) / "inductor-cache")}
+        code, wall, peak_rss_mb, output = run_child(train_cmd(config, overrides), env=env)
         if code != 0:
             fail(f"train benchmark ({config})", output)
-        steps, _ = read_metrics(Path(out_dir) / "metrics.jsonl")
-        steps = [r for r in steps if "dt_ms" in r and r["iter"] >= warmup]
+        records, _ = read_metrics(Path(out_dir) / "metrics.jsonl")
+        records = [r for r in records if "dt_ms" in r]
+        steps = [r for r in records if r["iter"] >= warmup]
         peak_gpu = [r["peak_mem_mb"] for r in steps if r.get("peak_mem_mb")]
     ms, tps, mfu = (stats([r[k] for r in steps]) for k in ("dt_ms", "tok_per_s", "mfu"))
+    # what the warm-up iterations took beyond steady state: torch.compile's compilation, mostly
+    startup_s = max(0.0, sum(r["dt_ms"] for r in records if r["iter"] < warmup) / 1000 - warmup * ms["median"] / 1000)
     return {"config": shown(config), "device": device, "iters_measured": len(steps), "warmup_iters": warmup,
+            "startup_s": startup_s,
             "tokens_per_s": tps["median"], "ms_per_iter": ms["median"], "mfu": mfu["median"],
             "peak_memory_mb": max(peak_gpu) if peak_gpu else peak_rss_mb,
             "peak_memory_kind": "GPU allocated" if peak_gpu else "process RSS",
@@ -256,16 +262,17 @@ def iters_for_budget(budget_s, tokens_per_s, full_iter_tokens):
     return max(10, int(budget_s * tokens_per_s / full_iter_tokens + 1e-9))
 
 
-def bench_quality(config, device, budget_s, tokens_per_s, iters=None, keep_model=None):
+def bench_quality(config, device, budget_s, tokens_per_s, iters=None, keep_model=None, compile_s=0.0):
     """Train from scratch for a fixed wall-clock budget and report the exact validation bits per byte of the whole
     val split (train.py's final evaluation, see evaluate.py).
 
     The budget becomes an iteration count (iters_for_budget: measured tokens/s) and the learning-rate schedule is
     fitted to it, so the run itself is deterministic (fixed seed, data and iterations). Timing noise can move the
     derived count between runs; pass --quality_iters to pin it when comparing two versions of the code.
-    keep_model: a directory that receives the run's out_dir (model.pt, train_state.pt, metrics.jsonl, log.txt)."""
+    keep_model: a directory that receives the run's out_dir (model.pt, train_state.pt, metrics.jsonl, log.txt).
+    compile_s: torch.compile's start-up (bench_train's startup_s), which the budget pays for when the config compiles."""
     cfg = load_config(config)
-    iters = iters or iters_for_budget(budget_s, tokens_per_s, tokens_per_iter(cfg))
+    iters = iters or iters_for_budget(budget_s - compile_s, tokens_per_s, tokens_per_iter(cfg))
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = Path(keep_model) if keep_model else Path(tmp)
         overrides = [f"--out_dir={out_dir}", f"--max_iters={iters}", f"--lr_decay_iters={iters}",
@@ -279,7 +286,7 @@ def bench_quality(config, device, budget_s, tokens_per_s, iters=None, keep_model
     report = {"config": shown(config), "device": device, "budget_s": budget_s, "iters": iters, "wall_s": wall,
               "seed": cfg["seed"], "dataset": cfg["dataset"], "val_bpb": final["val_bpb"],
               "val_loss": final["val_loss"], "val_tokens": final["val_tokens"], "val_bytes": final["val_bytes"],
-              "train_loss": final["train_loss"], "sampled_val_bpb": final["sampled_val_bpb"]}
+              "train_loss": final["train_loss"], "sampled_val_bpb": final["sampled_val_bpb"], "compile_s": compile_s}
     if keep_model:
         report["model_dir"] = str(out_dir)
     return report
@@ -447,11 +454,14 @@ def main(argv=None):
         budget = args.budget_s or (120.0 if args.quick else 600.0)
         # The quality run always trains the CPU config; its measured speed on this device sets the iteration count.
         same = "train" in report and not gpu and train_config.resolve() == cpu_config.resolve()
-        tps = report["train"]["tokens_per_s"] if same else None
-        if tps is None and not args.quality_iters:
-            tps = bench_train(cpu_config, args.device, 10, 3, [])["tokens_per_s"]
+        measured = report["train"] if same else None
+        if measured is None and not args.quality_iters:
+            measured = bench_train(cpu_config, args.device, 10, 3, [])
+        tps = measured["tokens_per_s"] if measured else None
+        compile_s = measured["startup_s"] if measured and load_config(cpu_config)["compile"] else 0.0
         print(f"quality: config/train_cpu.py for {budget:.0f} s ...", flush=True)
-        report["quality"] = bench_quality(cpu_config, args.device, budget, tps, args.quality_iters, args.keep_model)
+        report["quality"] = bench_quality(cpu_config, args.device, budget, tps, args.quality_iters, args.keep_model,
+                                          compile_s)
     if "vuln" in sections:
         print(f"vuln: {args.ckpt} on the held-out split, and the majority and TF-IDF baselines ...", flush=True)
         report["vuln"] = bench_vuln(args.ckpt, args.device, args.hub_path)

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checkpoint as ckpt_io  # noqa: E402
 import healing  # noqa: E402
 from configurator import configure  # noqa: E402
-from runtime import DTYPES, Dist, autocast, resolve_device, resolve_dtype  # noqa: E402  (same rules as train.py)
+from runtime import DTYPES, Dist, autocast, compile_unavailable, resolve_device, resolve_dtype  # noqa: E402  (same rules as train.py)
 
 DEFAULTS = dict(
     out_dir="out",  # reads out_dir/model.pt ...
@@ -134,7 +134,10 @@ def load_for_sampling(cfg, tokenizer=None):
     except ckpt_io.CheckpointError as e:
         raise SystemExit(f"error: {e}") from None
     tok = tokenizer or load_tokenizer(ckpt, path)
-    if cfg["compile"]:
+    no_compile = cfg["compile"] and compile_unavailable(device)
+    if no_compile:
+        print(f"{no_compile}: running without it", file=sys.stderr)
+    elif cfg["compile"]:
         # compile forward itself: generate() calls self(...), which a torch.compile wrapper module would bypass;
         # dynamic shapes because every step's sequence and cache lengths differ
         model.forward = torch.compile(model.forward, dynamic=True)

@@ -50,7 +50,7 @@ from dataloader import BatchSampler, DataError, Prefetcher  # noqa: E402
 from evaluate import EvalError, LossSum, load_token_bytes, sampled_loss, split_loss  # noqa: E402
 from model import GPT, GPTConfig, MODEL_CHOICES  # noqa: E402
 from optim import OPTIMIZERS, build_optimizer, set_lr  # noqa: E402
-from runtime import DTYPES, Dist, autocast, device_peak_flops, resolve_device, resolve_dtype  # noqa: E402
+from runtime import DTYPES, Dist, autocast, compile_unavailable, device_peak_flops, resolve_device, resolve_dtype  # noqa: E402
 from schedule import get_lr, micro_batches  # noqa: E402
 from health import Health  # noqa: E402
 import vuln  # noqa: E402
@@ -116,8 +116,9 @@ DEFAULTS = dict(
     min_lr=6e-5,
     # system
     device="auto",  # auto = cuda > mps > cpu; or cpu, cuda, cuda:1, mps
-    dtype="auto",  # auto = bfloat16 where the GPU runs it natively, else float16 (+ GradScaler); float32 on CPU/MPS
-    compile=False,  # torch.compile the model
+    dtype="auto",  # auto = bfloat16 where the GPU (or a CPU with AMX) runs it natively, else float16 (+ GradScaler)
+    # on older GPUs; float32 on other CPUs and MPS
+    compile=False,  # torch.compile the model (without a C++ compiler on a CPU, or on MPS, it runs eager and says so)
     seed=1337,
     peak_flops=0.0,  # device peak FLOP/s for MFU; 0 = look it up (runtime.PEAK_FLOPS)
     # run tracking: metrics.jsonl is always written; wandb mirrors it (tracking.py; WANDB_MODE=offline works)
@@ -515,7 +516,7 @@ class Trainer:
         self.run_model = self.eval_model
         if dist_info.enabled:
             self.run_model = DDP(self.eval_model, device_ids=[device.index] if device.type == "cuda" else None)
-        self.peak_flops = cfg["peak_flops"] or device_peak_flops(device)
+        self.peak_flops = cfg["peak_flops"] or device_peak_flops(device, dtype)
         self.out_dir = Path(cfg["out_dir"])
         self.iter_num, self.resumed = 0, False
         self.evaluated = False  # whether iteration iter_num has been evaluated (stored in train_state.pt)
@@ -812,7 +813,10 @@ def main(argv=None):
 
 
 def train(cfg, dist_info, device, explicit=()):
-    dtype = resolve_dtype(cfg["dtype"], device)
+    dtype = resolve_dtype(cfg["dtype"], device, training=True)
+    no_compile = cfg["compile"] and compile_unavailable(device)
+    if no_compile:
+        cfg = {**cfg, "compile": False}
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores: much faster, loss unchanged
         torch.backends.cudnn.allow_tf32 = True
@@ -845,6 +849,8 @@ def train(cfg, dist_info, device, explicit=()):
     trainer = Trainer(cfg, dist_info, device, dtype, sampler, model, model_args, token_bytes, task)
     if state is not None:
         trainer.restore(state)
+    if no_compile:
+        trainer.notes.append(f"{no_compile}: running without it")
     if init is not None:  # cfg["init_from"], in every checkpoint's config, records the source too
         trainer.notes.append(f"initialised from {cfg['init_from']} (iter {init.get('iter_num', '?')})")
     return trainer.run()

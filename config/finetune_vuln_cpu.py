@@ -12,6 +12,7 @@ task = "classify"
 dataset = "slither-labels"  # data/slither-labels/labels.json: train side minus a by-package validation slice
 init_from = "out-cpu/model.pt"
 out_dir = "out-vuln-cpu"
+dtype = "float32"  # as its numbers were measured (README); dtype auto would pick bf16 on a CPU with AMX
 
 batch_size = 8  # files per micro-batch (each up to cls_max_windows windows of 512 tokens)
 gradient_accumulation_steps = 1

@@ -31,7 +31,7 @@ class FakeRuns:
     def bench_train(self, config, device, iters, warmup, extra):
         self.speed_calls.append((iters, warmup, list(extra)))
         ms = self.ms_per_iter.get(arg(extra, "n_embd"), 1200.0)
-        return {"ms_per_iter": ms, "tokens_per_s": 4096 / ms * 1000, "iters_measured": iters}
+        return {"ms_per_iter": ms, "tokens_per_s": 4096 / ms * 1000, "iters_measured": iters, "startup_s": 30.0}
 
     def run_child(self, cmd):
         self.train_cmds.append(cmd)
@@ -256,6 +256,21 @@ def test_a_speed_neutral_variant_trains_for_its_architectures_speed(tmp_path, mo
     assert iters[("--n_embd=256", "--learning_rate=3e-3")] == "300"
     assert "| wide_lr | `n_embd=256` `learning_rate=3e-3` | 2,048 (as wide) | 300 |" in ablate.render_table(
         json.loads(out.read_text()), [1])
+
+
+def test_compile_time_comes_out_of_the_budget_and_speeds_are_shared_by_speed_key(tmp_path, monkeypatch):
+    monkeypatch.setattr(ablate, "VARIANTS", {
+        "baseline": [], "compiled_lr": ["--compile=True", "--learning_rate=3e-3"],
+        "compiled_lr_min0": ["--compile=True", "--learning_rate=3e-3", "--min_lr=0.0"]})
+    fake = FakeRuns(monkeypatch)  # 1,200 ms per 4,096-token iteration; 30 s beyond steady state in the warm-up
+    out = tmp_path / "ablation.json"
+    assert ablate.main([f"--out={out}", "--seeds=1"]) == 0
+    results = json.loads(out.read_text())["variants"]
+    assert "compile_s" not in results["baseline"]["speed"] and results["baseline"]["iters"] == 500
+    assert results["compiled_lr"]["speed"]["compile_s"] == 30.0 and results["compiled_lr"]["iters"] == 475
+    # no variant has only --compile=True: the one that measured itself lends its speed to the other
+    assert [c[2] for c in fake.speed_calls] == [[], ["--compile=True", "--learning_rate=3e-3"]]
+    assert results["compiled_lr_min0"]["speed_from"] == "compiled_lr" and results["compiled_lr_min0"]["iters"] == 475
 
 
 def test_speeds_are_never_mixed_between_machines(tmp_path, monkeypatch, variants):

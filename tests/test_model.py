@@ -203,6 +203,9 @@ def test_peak_flops_table(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Some Future GPU")
     assert device_peak_flops("cuda") == 0.0
     assert device_peak_flops("cpu") > 0
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert device_peak_flops("cpu", torch.bfloat16) == 16 * device_peak_flops("cpu")  # AMX: 1,024 vs 64 per cycle
 
 
 def test_mfu_by_hand():

@@ -152,6 +152,26 @@ def test_resolve_dtype_on_a_v100_is_float16(monkeypatch):
     assert runtime.resolve_dtype("float16", torch.device("cpu")) == torch.float16
 
 
+def test_auto_dtype_trains_in_bf16_only_on_a_cpu_with_amx(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert runtime.resolve_dtype("auto", cpu, training=True) == torch.bfloat16
+    assert runtime.resolve_dtype("auto", cpu) == torch.float32  # decoding one token at a time: float32 is faster
+    assert runtime.resolve_dtype("float32", cpu, training=True) == torch.float32  # asked for: kept
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)  # e.g. AMD EPYC
+    assert runtime.resolve_dtype("auto", cpu, training=True) == torch.float32
+
+
+def test_compile_without_a_cpp_compiler_runs_eager_and_says_so(data_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runtime.shutil, "which", lambda name: None)
+    assert runtime.compile_unavailable("cpu").startswith("torch.compile on a CPU needs a C++ compiler on PATH")
+    assert runtime.compile_unavailable("mps") == "torch.compile on MPS is experimental"
+    assert train_here(data_root, tmp_path / "o", "--max_iters=2", "--compile=True") == 0
+    out = capsys.readouterr().out
+    assert "needs a C++ compiler on PATH (none found: install g++ or clang): running without it" in out
+    assert torch.load(tmp_path / "o" / "train_state.pt", weights_only=True)["config"]["compile"] is False
+
+
 def test_second_signal_gets_the_default_handler_back():
     before = signal.getsignal(signal.SIGINT)
     with train.StopRequest() as stop:
@@ -544,7 +564,9 @@ def test_init_from_a_model_starts_from_its_weights_and_trains(data_root, source_
     out = tmp_path / "ft"
     out.mkdir()
     (out / "log.txt").write_text("an earlier run that saved nothing\n")  # a scratch run's rules apply to out_dir
-    assert train_here(data_root, out, "--max_iters=6", "--eval_interval=100", f"--init_from={source_model}") == 0
+    # float32: first_batch_loss computes in it (dtype=auto trains in bf16 on a CPU with AMX)
+    assert train_here(data_root, out, "--max_iters=6", "--eval_interval=100", f"--init_from={source_model}",
+                      "--dtype=float32") == 0
     stdout = capsys.readouterr().out
     assert f"initialised from {source_model} (iter 5)" in stdout and "removed log.txt" in stdout
     losses = train_losses(out)
@@ -566,7 +588,7 @@ def test_init_from_with_fim(data_root, source_model, tmp_path, one_thread):
     tok = get_tokenizer()
     # FIM needs the sentinel tokens in the vocabulary: the tiny pattern, labelled with the whole solgpt vocabulary
     make_dataset(data_root, "tiny_full_vocab", vocab_size=tok.n_vocab, eot_token=tok.eot_token)
-    base = ["--dataset=tiny_full_vocab", "--eval_interval=100"]
+    base = ["--dataset=tiny_full_vocab", "--eval_interval=100", "--dtype=float32"]  # first_batch_loss's dtype
     source = tmp_path / "src"
     assert train_here(data_root, source, "--max_iters=3", *base) == 0
     out = tmp_path / "ft"
