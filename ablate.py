@@ -119,20 +119,15 @@ def long_context_bpb(run_dir, dataset, data_root, device):
                       device).bpb
 
 
-def measure_speed(config, device, overrides, iters, warmup):
-    """Median ms/iter and tokens/s of the variant from a short run (bench.py's train measurement)."""
+def measure_speed(config, device, overrides, iters, warmup, compiles):
+    """Median ms/iter and tokens/s of the variant from a short run (bench.py's train measurement); for a variant
+    that compiles, also its compile time (from an empty cache), which comes out of its budget."""
     measured = bench_train(config, device, iters, warmup, overrides)
     speed = {"ms_per_iter": measured["ms_per_iter"], "tokens_per_s": measured["tokens_per_s"],
              "iters_measured": measured["iters_measured"]}
-    if load_config(config, overrides)["compile"]:  # compiling is part of the run: it comes out of the budget
+    if compiles:
         speed["compile_s"] = measured["startup_s"]
     return speed
-
-
-def budget_iters(budget_s, speed, full_iter_tokens):
-    """The iterations a variant gets: its measured speed times the budget, less the time torch.compile took to
-    compile it (from an empty cache) where it compiles."""
-    return iters_for_budget(budget_s - speed.get("compile_s", 0.0), speed["tokens_per_s"], full_iter_tokens)
 
 
 def train_run(config, device, overrides, iters, seed, long_context, keep_dir=None):
@@ -349,18 +344,20 @@ def run_variant(name, overrides, entry, args, seeds, save, bar, results):
     """Measure one variant's speed (once; or take a speed-equivalent variant's) and train each missing seed; save
     after every measurement. Training runs have fixed iterations, so they may run on any machine and under load."""
     try:
-        load_config(args.config, overrides)  # an unknown knob fails here, in a second, not after the speed run
+        cfg = load_config(args.config, overrides)  # an unknown knob fails here, in a second, not after the speed run
         shared = shared_speed(results, name, overrides)
         if shared is not None:
             entry["speed_from"], entry["speed"] = shared
-        elif "speed" not in entry or "speed_from" in entry or (
-                load_config(args.config, overrides)["compile"] and "compile_s" not in entry["speed"]):
+        elif "speed" not in entry or "speed_from" in entry or (cfg["compile"] and "compile_s" not in entry["speed"]):
             # (a compiling variant's speed from before compile time was measured: measured again, with it)
             entry.pop("speed_from", None)
             check_same_machine(results, args.device)
             bar.set_postfix_str(f"{name}: speed")
-            entry["speed"] = measure_speed(args.config, args.device, overrides, args.speed_iters, args.speed_warmup)
-        entry["iters"] = budget_iters(args.budget_s, entry["speed"], tokens_per_iter(load_config(args.config, overrides)))
+            entry["speed"] = measure_speed(args.config, args.device, overrides, args.speed_iters, args.speed_warmup,
+                                           cfg["compile"])
+        speed = entry["speed"]
+        entry["iters"] = iters_for_budget(args.budget_s, speed["tokens_per_s"], tokens_per_iter(cfg),
+                                          speed.get("compile_s", 0.0))
         save()
         for seed in [] if args.speed_only else seeds:
             if str(seed) not in entry["runs"]:

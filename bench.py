@@ -255,14 +255,15 @@ def tokens_per_iter(cfg):
     return cfg["gradient_accumulation_steps"] * cfg["batch_size"] * cfg["block_size"]
 
 
-def iters_for_budget(budget_s, tokens_per_s, full_iter_tokens):
+def iters_for_budget(budget_s, tokens_per_s, full_iter_tokens, compile_s=0.0):
     """Full iterations that fit the wall-clock budget at the measured token throughput (at least 10, so the schedule
     has a shape). Tokens, not ms/iter: a batch-size ramp's early steps are smaller, so its ms per step says nothing
-    about a full iteration (and with a ramp train.py's max_iters counts full iterations' worth of tokens)."""
-    return max(10, int(budget_s * tokens_per_s / full_iter_tokens + 1e-9))
+    about a full iteration (and with a ramp train.py's max_iters counts full iterations' worth of tokens).
+    compile_s: torch.compile's compile time (bench_train's startup_s), which a compiling run pays out of the budget."""
+    return max(10, int((budget_s - compile_s) * tokens_per_s / full_iter_tokens + 1e-9))
 
 
-def bench_quality(config, device, budget_s, tokens_per_s, iters=None, keep_model=None, compile_s=0.0):
+def bench_quality(config, device, budget_s, tokens_per_s, iters=None, keep_model=None, startup_s=0.0):
     """Train from scratch for a fixed wall-clock budget and report the exact validation bits per byte of the whole
     val split (train.py's final evaluation, see evaluate.py).
 
@@ -270,9 +271,11 @@ def bench_quality(config, device, budget_s, tokens_per_s, iters=None, keep_model
     fitted to it, so the run itself is deterministic (fixed seed, data and iterations). Timing noise can move the
     derived count between runs; pass --quality_iters to pin it when comparing two versions of the code.
     keep_model: a directory that receives the run's out_dir (model.pt, train_state.pt, metrics.jsonl, log.txt).
-    compile_s: torch.compile's start-up (bench_train's startup_s), which the budget pays for when the config compiles."""
+    startup_s: bench_train's measurement of the start-up; when the config compiles, that is its compile time, which
+    comes out of the budget."""
     cfg = load_config(config)
-    iters = iters or iters_for_budget(budget_s - compile_s, tokens_per_s, tokens_per_iter(cfg))
+    compile_s = startup_s if cfg["compile"] else 0.0
+    iters = iters or iters_for_budget(budget_s, tokens_per_s, tokens_per_iter(cfg), compile_s)
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = Path(keep_model) if keep_model else Path(tmp)
         overrides = [f"--out_dir={out_dir}", f"--max_iters={iters}", f"--lr_decay_iters={iters}",
@@ -457,11 +460,10 @@ def main(argv=None):
         measured = report["train"] if same else None
         if measured is None and not args.quality_iters:
             measured = bench_train(cpu_config, args.device, 10, 3, [])
-        tps = measured["tokens_per_s"] if measured else None
-        compile_s = measured["startup_s"] if measured and load_config(cpu_config)["compile"] else 0.0
+        tps, startup_s = (measured["tokens_per_s"], measured["startup_s"]) if measured else (None, 0.0)
         print(f"quality: config/train_cpu.py for {budget:.0f} s ...", flush=True)
         report["quality"] = bench_quality(cpu_config, args.device, budget, tps, args.quality_iters, args.keep_model,
-                                          compile_s)
+                                          startup_s)
     if "vuln" in sections:
         print(f"vuln: {args.ckpt} on the held-out split, and the majority and TF-IDF baselines ...", flush=True)
         report["vuln"] = bench_vuln(args.ckpt, args.device, args.hub_path)

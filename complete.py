@@ -174,10 +174,10 @@ class Completer:
             return logits
         return hook
 
-    def _generate(self, prompt, tail, max_new, num_rows, generator):
+    def _generate(self, prompt, tail, max_new, num_rows, generator, hook=None):
         with self._autocast():
             return healing.generate(self.model, prompt, tail, healing.token_table(self.tok), max_new, num_rows,
-                                    logits_hook=self._hook(len(prompt), tail), **self._sampling(generator))
+                                    logits_hook=hook, **self._sampling(generator))
 
     def _text(self, ids, tail):
         """The new text after the healed tail, ended at the first special token (end of the middle)."""
@@ -189,7 +189,7 @@ class Completer:
         stop_at_block_end, cut where it would close a block the suffix closes (middle_end)."""
         prompt, tail, max_new = self.fim_prompt(prefix, suffix)
         if not self.cfg["stop_at_block_end"]:
-            rows = self._generate(prompt, tail, max_new, num_rows, self._generator())
+            rows = self._generate(prompt, tail, max_new, num_rows, self._generator(), self._hook(len(prompt), tail))
             return [self._text(ids, tail) for ids in rows]
         return self._generate_cut(prompt, tail, max_new, num_rows, lambda text: middle_end(prefix, suffix, text))
 
@@ -209,7 +209,8 @@ class Completer:
         """Generate in chunks of CHUNK tokens until every row is finished (self._cut) or limit tokens are made, so
         generation stops soon after the last row has reached its end."""
         generator = self._generator()
-        rows = self._generate(prompt, tail, min(CHUNK, limit), num_rows, generator)
+        hook = self._hook(len(prompt), tail)  # one for every chunk: it reads the rows' tokens, so it holds no state
+        rows = self._generate(prompt, tail, min(CHUNK, limit), num_rows, generator, hook)
         while True:
             cut = [self._cut(ids, tail, end_of) for ids in rows]
             if all(done for _, done in cut) or len(rows[0]) >= limit:
@@ -217,7 +218,7 @@ class Completer:
             # rows stay equally long (model.generate pads a stopped row with eot), so they continue as one batch
             idx = torch.tensor([prompt + ids for ids in rows], dtype=torch.long, device=self.device)
             with self._autocast():
-                y = self.model.generate(idx, min(CHUNK, limit - len(rows[0])), logits_hook=self._hook(len(prompt), tail),
+                y = self.model.generate(idx, min(CHUNK, limit - len(rows[0])), logits_hook=hook,
                                         **self._sampling(generator))
             rows = y[:, len(prompt):].tolist()
 

@@ -58,6 +58,7 @@ def variants(monkeypatch):
 def test_iters_for_budget():
     assert ablate.iters_for_budget(600, 4096 / 1.2, 4096) == 500  # 1.2 s per 4,096-token iteration
     assert ablate.iters_for_budget(600, 4096 / 0.879, 4096) == 682  # 682.6 iterations fit; the 683rd would overrun
+    assert ablate.iters_for_budget(600, 4096 / 1.2, 4096, compile_s=30) == 475  # 570 s left for training
     assert ablate.iters_for_budget(1, 4096.0, 4096) == 10  # never fewer than 10
     # a batch-size ramp: 490 ms per (smaller) step, 4,180 tokens/s; 612 full iterations' worth, not 600 / 0.49
     assert ablate.iters_for_budget(600, 4180.0, 4096) == 612

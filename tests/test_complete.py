@@ -67,7 +67,7 @@ def test_fill_in_the_middle_returns_the_middle_and_stops_at_the_end_token(ckpt, 
     c = completer(ckpt)
     assert c.fill(PREFIX, SUFFIX) == [BODY] and c.fill(PREFIX, SUFFIX, 3) == [BODY] * 3
     prompt, tail, max_new = c.fim_prompt(PREFIX, SUFFIX)
-    rows = c._generate(prompt, tail, max_new, 2, c._generator())
+    rows = c._generate(prompt, tail, max_new, 2, c._generator(), c._hook(len(prompt), tail))  # as fill() does
     n_body = len(tok.encode(BODY)) + 1  # the healed token, then the body
     for row in rows:  # generation stopped right after the end token, long before max_new_tokens
         assert row.index(tok.eot_token) == n_body and len(row) == n_body + 1 < max_new
