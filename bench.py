@@ -26,6 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 from common import ArgumentParser, atomic_write  # noqa: E402
+from schedule import iters_for_budget  # noqa: E402  (also ablate.py's)
 from plot import read_metrics  # noqa: E402  (the one reader of metrics.jsonl)
 
 SECTIONS = ("train", "sample", "data", "tokenizer", "quality", "vuln")
@@ -253,14 +254,6 @@ def bench_tokenizer():
 def tokens_per_iter(cfg):
     """Tokens of one full optimizer step of a config (all micro-batches, all ranks)."""
     return cfg["gradient_accumulation_steps"] * cfg["batch_size"] * cfg["block_size"]
-
-
-def iters_for_budget(budget_s, tokens_per_s, full_iter_tokens, compile_s=0.0):
-    """Full iterations that fit the wall-clock budget at the measured token throughput (at least 10, so the schedule
-    has a shape). Tokens, not ms/iter: a batch-size ramp's early steps are smaller, so its ms per step says nothing
-    about a full iteration (and with a ramp train.py's max_iters counts full iterations' worth of tokens).
-    compile_s: torch.compile's compile time (bench_train's startup_s), which a compiling run pays out of the budget."""
-    return max(10, int((budget_s - compile_s) * tokens_per_s / full_iter_tokens + 1e-9))
 
 
 def bench_quality(config, device, budget_s, tokens_per_s, iters=None, keep_model=None, startup_s=0.0):

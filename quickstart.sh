@@ -59,7 +59,7 @@ main_job() {
     "$py" data/solidity-packages/prepare.py
 
     if [ "${RETRAIN:-0}" = 1 ] || [ ! -f "$OUT_DIR/train_state.pt" ]; then
-        say "training config/train_cpu.py into $OUT_DIR (about 10 minutes on 2 CPU cores)"
+        say "training config/train_cpu.py into $OUT_DIR (a 10-minute budget, then the final evaluation)"
         "$py" train.py config/train_cpu.py --out_dir="$OUT_DIR"
     else
         # Finishes an interrupted run; returns at once when the run already reached max_iters.
@@ -84,7 +84,7 @@ Done in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s.
   samples        $OUT_DIR/samples.txt
 Next:
   $py sample.py --out_dir=$OUT_DIR --start="contract Vault {" --temperature=0.8
-  $py train.py config/train_cpu.py --out_dir=out-long --max_iters=4000 --lr_decay_iters=4000  # train longer
+  $py train.py config/train_cpu.py --out_dir=out-long --budget_s=2400                     # train 40 minutes
   $py -m pip install -r requirements-export.txt && $py export.py --ckpt=$OUT_DIR/model.pt --out=hf/solgpt-cpu
                                                                         # transformers folder (+ --gguf=FILE.gguf)
   bash quickstart.sh test                                                                           # run the tests

@@ -39,6 +39,8 @@ DEFAULTS = dict(
     use_kv_cache=True,
     threads=0,  # CPU threads; 0 = PyTorch's default (one per core), fastest on an idle CPU (README); on a CPU busy
     # with other work, --threads=1 avoids the threads fighting over the cores
+    allow_special=False,  # let a sample write <|fim_*|>, <|pad|> or <|cls|>: left to right it never wants them (a
+    # FIM-trained model can write <|fim_middle|> and go on in FIM order); <|endoftext|> is stop_at_eot's
     token_healing=True,  # re-spell the prompt's last token freely (healing.py): a prompt ending in "\n" can go on
     out="",  # also write the samples to this file (atomically)
 )
@@ -87,10 +89,28 @@ def load_tokenizer(ckpt, path):
     return tok
 
 
-def generate_samples(model, prompt_ids, cfg, eot_token, vocab_limit, device, tail=b"", table=None):
+def banned_specials(tok, cfg):
+    """The special tokens a left-to-right sample may not write (all but <|endoftext|>, unless allow_special)."""
+    if cfg["allow_special"]:
+        return []
+    return sorted(i for i in getattr(tok, "special_tokens", {}).values() if i != tok.eot_token)
+
+
+def ban(token_ids):
+    """A logits hook that gives token_ids no probability."""
+    def hook(logits, idx):
+        logits = logits.clone()
+        logits[:, token_ids] = float("-inf")
+        return logits
+    return hook
+
+
+def generate_samples(model, prompt_ids, cfg, eot_token, vocab_limit, device, tail=b"", table=None, banned=()):
     """Yield (new token ids, seconds) per sample; one torch.Generator seeded once makes the whole run reproducible.
-    tail: bytes healed off the prompt (healing.heal), which the first new tokens spell again."""
+    tail: bytes healed off the prompt (healing.heal), which the first new tokens spell again (and which no special
+    token spells, so the ban holds for the first token too). banned: token ids never written (banned_specials)."""
     device = torch.device(device)
+    hook = ban(list(banned)) if banned else None
     generator = torch.Generator(device=device).manual_seed(cfg["seed"])
     ctx = autocast(device, resolve_dtype(cfg["dtype"], device))
     for _ in range(cfg["num_samples"]):
@@ -99,7 +119,7 @@ def generate_samples(model, prompt_ids, cfg, eot_token, vocab_limit, device, tai
             ids, = healing.generate(model, prompt_ids, tail, table, cfg["max_new_tokens"],
                                     temperature=cfg["temperature"], top_k=cfg["top_k"] or None, top_p=cfg["top_p"],
                                     eot_token=eot_token if cfg["stop_at_eot"] else None, generator=generator,
-                                    use_cache=cfg["use_kv_cache"], vocab_limit=vocab_limit)
+                                    use_cache=cfg["use_kv_cache"], vocab_limit=vocab_limit, logits_hook=hook)
         if device.type == "cuda":
             torch.cuda.synchronize()
         yield ids, time.perf_counter() - t0
@@ -156,7 +176,8 @@ def main(argv=None, tokenizer=None):
         prompt_ids, tail = healing.heal(prompt_ids, tok)
         table = healing.token_table(tok)
     texts, n_tokens, seconds = [], 0, 0.0
-    samples = generate_samples(model, prompt_ids, cfg, tok.eot_token, tok.n_vocab, device, tail, table)
+    samples = generate_samples(model, prompt_ids, cfg, tok.eot_token, tok.n_vocab, device, tail, table,
+                               banned_specials(tok, cfg))
     for i, (ids, dt) in enumerate(samples):
         text = decode_sample(tok, prompt_text, ids, tail)
         texts.append(text)

@@ -51,7 +51,7 @@ from evaluate import EvalError, LossSum, load_token_bytes, sampled_loss, split_l
 from model import GPT, GPTConfig, MODEL_CHOICES  # noqa: E402
 from optim import OPTIMIZERS, build_optimizer, set_lr  # noqa: E402
 from runtime import DTYPES, Dist, autocast, compile_unavailable, device_peak_flops, resolve_device, resolve_dtype  # noqa: E402
-from schedule import get_lr, micro_batches  # noqa: E402
+from schedule import TimeBudget, get_lr, micro_batches  # noqa: E402
 from health import Health  # noqa: E402
 import vuln  # noqa: E402
 
@@ -105,6 +105,11 @@ DEFAULTS = dict(
     # AdamW (with muon: for embeddings, head, gains and biases); learning_rate is also what the schedule follows
     learning_rate=6e-4,
     max_iters=5000,
+    # train for this many seconds of wall clock instead (0 = off): max_iters = lr_decay_iters become the iterations
+    # that fit at the speed measured over the warmup's second half (schedule.TimeBudget; compile time included,
+    # evaluations not), decided once, logged and kept by a resume, so the run is deterministic after that.
+    # --max_iters on the command line turns a config file's budget off
+    budget_s=0.0,
     weight_decay=0.1,
     beta1=0.9,
     beta2=0.95,
@@ -157,6 +162,10 @@ def validate_config(cfg):
         need(cfg[key] > 0, f"--{key} must be > 0, got {cfg[key]}")
     need(cfg["health_interval"] >= 0, f"--health_interval must be >= 0 (0 = off), got {cfg['health_interval']}")
     need(cfg["max_iters"] >= 0, f"--max_iters must be >= 0, got {cfg['max_iters']}")
+    need(cfg["budget_s"] >= 0, f"--budget_s must be >= 0 (0 = train max_iters), got {cfg['budget_s']}")
+    need(cfg["budget_s"] == 0 or (cfg["decay_lr"] and cfg["warmup_iters"] >= 10),
+         f"--budget_s measures the speed during the warmup, whose learning rates do not depend on the run length: it "
+         f"needs --warmup_iters >= 10 (got {cfg['warmup_iters']}) and --decay_lr=True")
     need(cfg["grad_clip"] >= 0, f"--grad_clip must be >= 0 (0 disables clipping), got {cfg['grad_clip']}")
     need(cfg["learning_rate"] > 0, f"--learning_rate must be > 0, got {cfg['learning_rate']}")
     need(0 <= cfg["min_lr"] <= cfg["learning_rate"],
@@ -193,11 +202,14 @@ def validate_config(cfg):
          "--gradient_accumulation_steps > 1 (use more, smaller micro-batches)")
 
 
+def command_line_keys(argv):
+    argv = sys.argv[1:] if argv is None else argv
+    return {a[2:].partition("=")[0] for a in argv if a.startswith("--")}
+
+
 def explicit_keys(cfg, argv):
     """Keys the user set: on the command line, or to a non-default value in a config file."""
-    argv = sys.argv[1:] if argv is None else argv
-    given = {a[2:].partition("=")[0] for a in argv if a.startswith("--")}
-    return given | {k for k, v in cfg.items() if v != DEFAULTS.get(k)}
+    return command_line_keys(argv) | {k for k, v in cfg.items() if v != DEFAULTS.get(k)}
 
 
 def model_args_from(cfg, vocab_size):
@@ -509,6 +521,9 @@ class Trainer:
         self.tokens_per_micro = cfg["batch_size"] * cfg["block_size"]
         self.tokens_per_full_iter = cfg["gradient_accumulation_steps"] * self.tokens_per_micro
         self.max_tokens = cfg["max_iters"] * self.tokens_per_full_iter
+        self.budget = TimeBudget(cfg["budget_s"], cfg["warmup_iters"]) if cfg["budget_s"] > 0 else None
+        if self.budget:
+            self.max_tokens = math.inf  # until the budget says how many iterations fit
         torch.manual_seed(cfg["seed"] + dist_info.rank)  # dropout masks differ between ranks
         self.optimizer = build_optimizer(model, cfg)
         self.scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
@@ -540,7 +555,20 @@ class Trainer:
     def finished(self):
         return self.tokens_seen() >= self.max_tokens
 
+    def set_run_length(self, iters):
+        """max_iters (and the cosine's end, lr_decay_iters) from a --budget_s decision."""
+        self.cfg = {**self.cfg, "max_iters": iters, "lr_decay_iters": iters}
+        self.max_tokens = iters * self.tokens_per_full_iter
+
     def restore(self, state):
+        if self.budget:
+            if state.get("budget_iters"):
+                self.budget.iters = state["budget_iters"]
+                self.set_run_length(self.budget.iters)
+            elif state["iter_num"] >= self.cfg["warmup_iters"]:
+                raise SystemExit(f"error: cannot resume with --budget_s: the checkpoint is past its warmup "
+                                 f"(iter {state['iter_num']}) and was trained for a fixed max_iters; resume with "
+                                 f"--budget_s=0 --max_iters=N")
         try:
             self.sampler.load_state_dict(state["sampler"])
         except DataError as e:
@@ -592,7 +620,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
             "rng": rng_state(self.device), "sampler": self.batches.state_dict(),
             "best_val_loss": self.best_val_loss, "evaluated": self.evaluated, "final_evaluated": self.final_evaluated,
-            "config": dict(self.cfg),
+            "budget_iters": self.budget.iters if self.budget else None, "config": dict(self.cfg),
         }
         ckpt_io.atomic_torch_save(state, self.out_dir / ckpt_io.STATE_FILE)
         ckpt_io.atomic_torch_save(weights, self.out_dir / ckpt_io.MODEL_FILE)
@@ -702,17 +730,33 @@ class Trainer:
         clip = self.health.log_fields()
         done = self.tokens_seen() // self.tokens_per_full_iter  # full iterations' worth (smaller steps in a ramp)
         self.recent_dts.append(dt * self.tokens_per_full_iter / tokens_per_iter)
-        eta = tracking.eta_seconds(self.cfg["max_iters"] - done, self.recent_dts)
+        total = self.cfg["max_iters"] if self.max_tokens < math.inf else "?"  # "?": a budget not yet decided
+        eta = tracking.format_duration(tracking.eta_seconds(total - done, self.recent_dts)) if total != "?" else "?"
         self.log.info(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, grad norm {grad_norm:.3f} "
                       f"({clip['clip_frac']:.0%} clipped), {dt * 1000:.1f}ms, "
                       f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu * 100:.2f}%, "
-                      f"{done}/{self.cfg['max_iters']} eta {tracking.format_duration(eta)}")
+                      f"{done}/{total} eta {eta}")
         record = {"iter": it, "loss": loss, "lr": lr, "grad_norm": grad_norm, **clip, "tokens": self.tokens_seen(),
                   "micro_batches": n_micro, "dt_ms": dt * 1000, "tok_per_s": tokens_per_iter / dt, "mfu": mfu}
         if self.device.type == "cuda":
             record["peak_mem_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         self.log.metrics(record)
         self.start_timing()
+
+    def check_budget(self, tokens, seconds):
+        """--budget_s: feed its clock (seconds of training steps so far); at the end of the warmup it fixes the run
+        length, the same on every rank (their estimates averaged)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the host runs ahead of the GPU: time what it has done
+        iters = self.budget.observe(tokens / self.tokens_per_full_iter, tokens, seconds, self.tokens_per_full_iter)
+        if iters is None:
+            return
+        self.budget.iters = int(agree([iters], self.dist)[0]) // self.dist.world_size
+        self.set_run_length(self.budget.iters)
+        self.log.info(f"budget {self.budget.budget_s:g} s: {self.budget.iters} iterations fit "
+                      f"({self.budget.tokens_per_s:,.0f} tok/s over the warmup's second half, after "
+                      f"{tracking.format_duration(seconds)} of training); max_iters = lr_decay_iters = "
+                      f"{self.budget.iters}")
 
     def run(self):
         """Train to max_iters; returns the process exit code (0 done, 1 non-finite loss, 128+signal stopped)."""
@@ -738,6 +782,9 @@ class Trainer:
                       f"{self.dist.world_size} process(es), "
                       f"{self.model.get_num_params() / 1e6:.2f}M parameters, {self.tokens_per_full_iter:,} tokens/iter, "
                       f"dataset {cfg['dataset']} ({self.meta['tokenizer']} tokenizer, vocab {self.meta['vocab_size']})")
+        if self.budget and self.budget.iters is None:
+            self.log.info(f"budget {self.budget.budget_s:g} s: the run length is decided at the end of the warmup "
+                          f"(iter {cfg['warmup_iters']}), from the speed measured up to there")
         if self.resumed:
             self.log.info(f"resuming from {self.out_dir} at iter {self.iter_num}")
             if self.finished() and self.final_evaluated:
@@ -746,13 +793,21 @@ class Trainer:
                 return 0
         ws = self.dist.world_size
         self.start_timing()
+        loop_start, eval_s = time.perf_counter(), 0.0  # the budget's clock counts training steps, not evaluations
         while not self.finished():
             it = self.iter_num
             if it % cfg["eval_interval"] == 0 and not self.evaluated:  # (a resumed checkpoint may hold it already)
+                t0 = time.perf_counter()
                 if not (self.finite_so_far() and self.evaluate_and_save()):
                     return 1
+                eval_s += time.perf_counter() - t0
                 self.start_timing()
             tokens = self.tokens_seen()
+            if self.budget and self.budget.due(tokens / self.tokens_per_full_iter):
+                self.check_budget(tokens, time.perf_counter() - loop_start - eval_s)
+                cfg = self.cfg  # the decided max_iters and lr_decay_iters
+                if self.finished():
+                    break
             n_micro = micro_batches(tokens, cfg, ws) // ws
             lr = get_lr(tokens / self.tokens_per_full_iter, cfg)
             loss, grad_norm, stop_requested, ok = self.step(lr, n_micro, stop)
@@ -791,6 +846,8 @@ class Trainer:
 
 def main(argv=None):
     cfg = configure(DEFAULTS, argv, "train.py", __doc__)
+    if cfg["budget_s"] and "max_iters" in command_line_keys(argv) and "budget_s" not in command_line_keys(argv):
+        cfg = {**cfg, "budget_s": 0.0}  # a run length on the command line wins over a config file's time budget
     validate_config(cfg)
     explicit = explicit_keys(cfg, argv)
     dist_info = Dist()

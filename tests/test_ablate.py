@@ -310,13 +310,18 @@ def test_keep_models_keeps_each_runs_out_dir(tmp_path, monkeypatch, variants):
     assert [arg(c, "eval_interval") for c in plain.train_cmds] == [arg(plain.train_cmds[0], "max_iters")]
 
 
-def test_the_default_config_is_the_chosen_variant():
+def test_the_default_config_is_the_chosen_variant(monkeypatch):
     """config/train_cpu.py is the ablation's DEFAULT_VARIANT on the old default: every knob that changes training
-    agrees (the run length too: the variant's iterations at its measured speed, ablation.json)."""
+    agrees, on the machine the ablation measured (dtype auto is the variant's bf16 on a CPU with AMX); its run length
+    is the ablation's budget (train.py's budget_s decides the iterations as ablate.py does, from the speed)."""
+    import torch
+    import runtime
     from bench import load_config
     new = load_config(ROOT / "config" / "train_cpu.py")
     chosen = load_config(ROOT / "config" / "train_cpu_gpt2.py", ablate.VARIANTS[ablate.DEFAULT_VARIANT])
-    differ = {k for k in new if new[k] != chosen[k]} - {"out_dir", "max_iters", "lr_decay_iters"}
+    differ = {k for k in new if new[k] != chosen[k]} - {"out_dir", "max_iters", "lr_decay_iters", "budget_s", "dtype"}
     assert differ == set(), {k: (new[k], chosen[k]) for k in differ}
     results = json.loads((ROOT / "assets" / "ablation.json").read_text())
-    assert new["max_iters"] == new["lr_decay_iters"] == results["variants"][ablate.DEFAULT_VARIANT]["iters"]
+    assert new["budget_s"] == results["settings"]["budget_s"] == 600
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: True)
+    assert runtime.resolve_dtype(new["dtype"], torch.device("cpu"), training=True) == runtime.DTYPES[chosen["dtype"]]

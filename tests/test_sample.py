@@ -64,6 +64,22 @@ def test_generated_ids_stay_in_tokenizer_vocab(tmp_path):
         assert max(ids) < 257
 
 
+def test_special_tokens_other_than_eot_are_never_sampled_unless_allowed(tmp_path):
+    """A FIM-trained model can write <|fim_middle|> in a left-to-right sample; sample.py bans every special token but
+    <|endoftext|> (random weights at temperature 2 over 258 tokens: ~8 of 2,000 tokens are the special one)."""
+    class WithSpecials(ByteTokenizer):
+        n_vocab, special_tokens = 258, {"<|endoftext|>": 256, "<|fim_middle|>": 257}
+    tok = WithSpecials()
+    model, _ = ckpt_io.load_model(write_checkpoint(tmp_path / "model.pt", 258))
+    for allow in (True, False):
+        cfg = dict(sample.DEFAULTS, num_samples=1, max_new_tokens=2000, temperature=2.0, top_k=0, top_p=1.0,
+                   stop_at_eot=False, allow_special=allow)
+        banned = sample.banned_specials(tok, cfg)
+        assert banned == ([] if allow else [257])
+        (ids, _), = sample.generate_samples(model, [256], cfg, 256, 258, "cpu", banned=banned)
+        assert (257 in ids) == allow and 256 in ids  # end-of-text stays allowed (stop_at_eot decides)
+
+
 def test_prompt_from_file_and_eot_stop(tmp_path, capsys):
     ck = write_checkpoint(tmp_path / "model.pt", 257)
     (tmp_path / "p.sol").write_text("pragma solidity ^0.8.20;\n")

@@ -122,6 +122,28 @@ def test_batch_ramp_micro_batches():
     assert schedule.micro_batches(0, dict(cfg, batch_ramp_tokens=0)) == 8
 
 
+def test_time_budget_pays_the_start_up_and_charges_earlier_sessions():
+    """budget 600 s, warmup 50, 4,096-token iterations: the first step takes 20.5 s (compilation), the others 0.5 s,
+    so 580 s at 2 iterations/s fit: 1,160 iterations."""
+    def feed(budget, first_progress, first_step_s):
+        seconds, decided = 0.0, None
+        for progress in range(first_progress, 60):
+            if budget.due(progress):
+                decided = budget.observe(progress, progress * 4096, seconds, 4096)
+                if decided is not None:
+                    return decided, progress
+            seconds += first_step_s if progress == first_progress else 0.5
+    budget = schedule.TimeBudget(600, 50)
+    assert feed(budget, 0, 20.5) == (1160, 50) and budget.tokens_per_s == 8192 and budget.iters == 1160
+    assert not budget.due(51)  # decided once
+    # resumed at iter 30 (before the decision): the 30 earlier iterations are charged at 0.5 s, the new session's
+    # 10.5-second first step pays its own start-up: (600 - 15 - 10) s x 2 + 30 = 1180
+    assert feed(schedule.TimeBudget(600, 50), 30, 10.5) == (1180, 50)
+    # a budget smaller than the warmup ends the run at the decision
+    assert feed(schedule.TimeBudget(5, 50), 0, 20.5) == (50, 50)
+    assert schedule.iters_for_budget(600, 8192, 4096, compile_s=20) == 1160  # bench.py's formula agrees
+
+
 def test_clipping_caps_the_global_norm_and_reports_the_norm_before():
     model = torch.nn.Linear(2, 1, bias=False)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -251,7 +273,8 @@ def test_metrics_checkpoints_and_final_whole_split_eval(data_root, tmp_path):
     assert weights["model_args"]["vocab_size"] == 128  # 96 rounded up to a multiple of 64
     state = torch.load(out / "train_state.pt", weights_only=True)
     assert set(state) == {"model_args", "model", "tokenizer", "tokenizer_hash", "optimizer", "scaler", "rng",
-                          "sampler", "iter_num", "best_val_loss", "evaluated", "final_evaluated", "config"}
+                          "sampler", "iter_num", "best_val_loss", "evaluated", "final_evaluated", "budget_iters",
+                          "config"}
     for key in weights["model"]:
         assert torch.equal(state["model"][key], weights["model"][key]), key
     assert state["evaluated"] is True and state["final_evaluated"] is True and state["sampler"]["seed"] == 1337
@@ -427,6 +450,42 @@ def test_sigint_then_resume_equals_an_uninterrupted_run(data_root, tmp_path):
     run_train(data_root, tmp_path / "straight", f"--max_iters={it + 3}", "--eval_interval=100000", env=ONE_THREAD)
     assert train_losses(out) == train_losses(tmp_path / "straight")  # same iterations, same losses, bit for bit
     assert sorted(train_losses(out)) == list(range(it + 3))
+
+
+def test_a_time_budget_run_is_a_fixed_run_of_the_length_it_decided(data_root, tmp_path, monkeypatch, one_thread,
+                                                                   capsys):
+    """--budget_s fixes max_iters at the end of the warmup; stopped after that and resumed, it keeps that length, and
+    every step (losses bit for bit, learning rates, final evaluation) is what --max_iters=N would have done."""
+    args = ["--warmup_iters=10", "--eval_interval=7", "--min_lr=0"]
+    stop_at(monkeypatch, 15)
+    assert train_here(data_root, tmp_path / "budget", "--budget_s=1.5", *args) == 128 + signal.SIGINT
+    monkeypatch.undo()
+    n = torch.load(tmp_path / "budget" / "train_state.pt", weights_only=True)["budget_iters"]
+    assert n > 15
+    assert train_here(data_root, tmp_path / "budget", "--budget_s=1.5", "--init_from=resume", *args) == 0
+    log = capsys.readouterr().out
+    assert f"budget 1.5 s: {n} iterations fit" in log and log.count("iterations fit") == 1  # not decided again
+    assert train_here(data_root, tmp_path / "fixed", f"--max_iters={n}", f"--lr_decay_iters={n}", *args) == 0
+    assert train_losses(tmp_path / "budget") == train_losses(tmp_path / "fixed") and len(train_losses(tmp_path / "fixed")) == n
+    lrs = lambda out: [r["lr"] for r in metrics(out) if "lr" in r]  # noqa: E731
+    assert lrs(tmp_path / "budget") == lrs(tmp_path / "fixed") and lrs(tmp_path / "fixed")[-1] < 1e-4  # decays to 0
+    final = lambda out: [r for r in metrics(out) if r.get("final")][-1]["val_bpb"]  # noqa: E731
+    assert final(tmp_path / "budget") == final(tmp_path / "fixed")
+
+
+def test_time_budget_rules(data_root, tmp_path, capsys):
+    with pytest.raises(SystemExit, match="^error: --budget_s measures the speed during the warmup.*--warmup_iters "
+                                         ">= 10 \\(got 2\\)"):
+        train_here(data_root, tmp_path / "o", "--budget_s=60")
+    # --max_iters on the command line turns a config file's budget off (so does --budget_s=0)
+    config = tmp_path / "budget.py"
+    config.write_text("budget_s = 3600.0\nwarmup_iters = 10\n")
+    assert train.main([str(config), *TINY, f"--data_root={data_root}", f"--out_dir={tmp_path / 'o'}",
+                       "--max_iters=12", "--eval_interval=100"]) == 0
+    assert len(train_losses(tmp_path / "o")) == 12 and "iterations fit" not in capsys.readouterr().out
+    # a run trained for a fixed length cannot be resumed on a budget once past its warmup
+    with pytest.raises(SystemExit, match="^error: cannot resume with --budget_s: the checkpoint is past its warmup"):
+        train_here(data_root, tmp_path / "o", "--budget_s=60", "--warmup_iters=10", "--init_from=resume")
 
 
 def test_resume_applies_dropout_and_refuses_shape_changes(data_root, tmp_path, capsys):
