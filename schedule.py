@@ -53,37 +53,50 @@ class TimeBudget:
     The run length is decided once, at the end of the warmup: the learning rates up to there do not depend on it
     (get_lr's warmup is linear in progress alone), so every step is what a fixed max_iters of the decided value
     would have done, and the run stays deterministic from there on (the decision is saved, and a resume keeps it).
-    Speed is measured over the second half of the warmup, after torch.compile's compilation and the first steps'
-    allocations; what the steps before took beyond that speed (compilation, mostly) is paid out of the budget, as
-    bench.py's iters_for_budget does. Evaluations are not training time and do not count."""
+    The speed is that of the steps in the second half of the warmup, leaving out each session's first step
+    (torch.compile's compilation, the first allocations); the budget pays for every training second of every session
+    (so compilation, and a resume's second compilation, come out of it, as bench.py's iters_for_budget does).
+    Evaluations are not training time and do not count. state_dict() goes into train_state.pt, so a run stopped
+    before its decision measures on where it stopped."""
 
     def __init__(self, budget_s, warmup_iters):
         self.budget_s = budget_s
-        self.mark_at, self.decide_at = warmup_iters // 2, warmup_iters
-        self.start = self.mark = None  # (seconds, tokens) at this session's first step, at mark_at
+        self.mark_at, self.decide_at = warmup_iters / 2, warmup_iters
+        self.spent_s = 0.0  # training seconds of the earlier sessions
+        self.steady_tokens, self.steady_s = 0, 0.0  # the steps that measure the speed, over all sessions
         self.iters = None  # the decision (full iterations), once made
         self.tokens_per_s = None  # the speed it was made at
+        self.last = None  # (progress, tokens, seconds) at this session's previous observation
+        self.session_steps, self.session_s, self.session_start_tokens = 0, 0.0, 0
 
-    def due(self, progress):
-        """Whether observe() wants the clock at this progress (the caller then syncs an asynchronous device)."""
-        return self.iters is None and (self.start is None or self.mark is None and progress >= self.mark_at
-                                       or progress >= self.decide_at)
+    def state_dict(self):
+        return {"budget_s": self.budget_s, "iters": self.iters, "tokens_per_s": self.tokens_per_s,
+                "spent_s": self.spent_s + self.session_s, "steady_tokens": self.steady_tokens,
+                "steady_s": self.steady_s}
+
+    def load_state_dict(self, state):
+        self.iters, self.tokens_per_s = state["iters"], state["tokens_per_s"]
+        self.spent_s, self.steady_tokens, self.steady_s = state["spent_s"], state["steady_tokens"], state["steady_s"]
+
+    def begin(self, progress, tokens):
+        """A session starts (its training clock at 0 seconds)."""
+        self.last, self.session_steps, self.session_s = (progress, tokens, 0.0), 0, 0.0
+        self.session_start_tokens = tokens
 
     def observe(self, progress, tokens, seconds, full_iter_tokens):
-        """Feed the training clock (seconds of training steps this session) before a step; returns the decided
-        number of full iterations at the end of the warmup, else None. A session resumed before the decision
-        counts its earlier tokens as if they had run at the measured speed (their start-up cost is unknown)."""
-        first = self.start is None
-        if first:
-            self.start = (seconds, tokens)
+        """After each step until the decision: progress and tokens after it, seconds on this session's training
+        clock. Returns the decided number of full iterations once the warmup is done, else None."""
+        step_progress, step_tokens, step_start = self.last
+        if step_progress >= self.mark_at and self.session_steps > 0:  # a session's first step is start-up
+            self.steady_tokens += tokens - step_tokens
+            self.steady_s += seconds - step_start
+        self.last, self.session_steps, self.session_s = (progress, tokens, seconds), self.session_steps + 1, seconds
         if progress < self.decide_at:
-            if self.mark is None and progress >= self.mark_at and not first:  # the first step is start-up, not speed
-                self.mark = (seconds, tokens)
             return None
-        mark = self.mark or self.start
-        self.tokens_per_s = tokens_per_s = (tokens - mark[1]) / max(seconds - mark[0], 1e-9)
-        # tokens that fit: those seen, plus what the rest of the budget buys; this session's start-up beyond the
-        # measured speed comes out of it, and earlier sessions are charged at that speed
-        total = tokens + (self.budget_s - seconds) * tokens_per_s - self.start[1]
-        self.iters = max(math.ceil(progress), int(total / full_iter_tokens + 1e-9))
+        if self.steady_s > 0:
+            self.tokens_per_s = self.steady_tokens / self.steady_s
+        else:  # no step to measure (a warmup this short, or resumed on its last step): this session's average
+            self.tokens_per_s = (tokens - self.session_start_tokens) / max(seconds, 1e-9)
+        left_s = self.budget_s - self.spent_s - seconds
+        self.iters = max(math.ceil(progress), int((tokens + left_s * self.tokens_per_s) / full_iter_tokens + 1e-9))
         return self.iters

@@ -108,7 +108,7 @@ DEFAULTS = dict(
     # train for this many seconds of wall clock instead (0 = off): max_iters = lr_decay_iters become the iterations
     # that fit at the speed measured over the warmup's second half (schedule.TimeBudget; compile time included,
     # evaluations not), decided once, logged and kept by a resume, so the run is deterministic after that.
-    # --max_iters on the command line turns a config file's budget off
+    # --max_iters on the command line turns a config file's budget off (lr_decay_iters then follows it)
     budget_s=0.0,
     weight_decay=0.1,
     beta1=0.9,
@@ -560,19 +560,26 @@ class Trainer:
         self.cfg = {**self.cfg, "max_iters": iters, "lr_decay_iters": iters}
         self.max_tokens = iters * self.tokens_per_full_iter
 
-    def restore(self, state):
-        if self.budget:
-            if state.get("budget_iters"):
-                self.budget.iters = state["budget_iters"]
+    def restore_budget(self, saved):
+        """A resumed --budget_s run keeps its decision (or goes on measuring where it stopped)."""
+        if saved:
+            self.budget.load_state_dict(saved)
+            if self.budget.iters is not None:
                 self.set_run_length(self.budget.iters)
-            elif state["iter_num"] >= self.cfg["warmup_iters"]:
-                raise SystemExit(f"error: cannot resume with --budget_s: the checkpoint is past its warmup "
-                                 f"(iter {state['iter_num']}) and was trained for a fixed max_iters; resume with "
-                                 f"--budget_s=0 --max_iters=N")
+                if saved["budget_s"] != self.budget.budget_s:
+                    self.notes.append(f"keeps the {self.budget.iters} iterations its budget of {saved['budget_s']:g} s "
+                                      f"decided; --budget_s={self.budget.budget_s:g} applies to new runs")
+        elif self.tokens_seen() >= self.cfg["warmup_iters"] * self.tokens_per_full_iter:
+            raise SystemExit(f"error: cannot resume with --budget_s: the checkpoint is past its warmup and was "
+                             f"trained for a fixed max_iters; resume with --max_iters=N")
+
+    def restore(self, state):
         try:
             self.sampler.load_state_dict(state["sampler"])
         except DataError as e:
             raise SystemExit(f"error: cannot resume: {e}") from None
+        if self.budget:
+            self.restore_budget(state.get("budget"))
         saved = state["config"].get("optimizer", "adamw")
         if saved != self.cfg["optimizer"]:
             raise SystemExit(f"error: cannot resume with --optimizer={self.cfg['optimizer']}: the checkpoint was "
@@ -620,7 +627,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
             "rng": rng_state(self.device), "sampler": self.batches.state_dict(),
             "best_val_loss": self.best_val_loss, "evaluated": self.evaluated, "final_evaluated": self.final_evaluated,
-            "budget_iters": self.budget.iters if self.budget else None, "config": dict(self.cfg),
+            "budget": self.budget.state_dict() if self.budget else None, "config": dict(self.cfg),
         }
         ckpt_io.atomic_torch_save(state, self.out_dir / ckpt_io.STATE_FILE)
         ckpt_io.atomic_torch_save(weights, self.out_dir / ckpt_io.MODEL_FILE)
@@ -743,20 +750,21 @@ class Trainer:
         self.log.metrics(record)
         self.start_timing()
 
-    def check_budget(self, tokens, seconds):
-        """--budget_s: feed its clock (seconds of training steps so far); at the end of the warmup it fixes the run
-        length, the same on every rank (their estimates averaged)."""
+    def check_budget(self, seconds):
+        """--budget_s, after a step: feed its clock (this session's seconds of training steps); at the end of the
+        warmup it fixes the run length, the same on every rank (their estimates averaged)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # the host runs ahead of the GPU: time what it has done
+        tokens = self.tokens_seen()
         iters = self.budget.observe(tokens / self.tokens_per_full_iter, tokens, seconds, self.tokens_per_full_iter)
         if iters is None:
             return
         self.budget.iters = int(agree([iters], self.dist)[0]) // self.dist.world_size
         self.set_run_length(self.budget.iters)
+        spent = tracking.format_duration(self.budget.spent_s + seconds)
         self.log.info(f"budget {self.budget.budget_s:g} s: {self.budget.iters} iterations fit "
-                      f"({self.budget.tokens_per_s:,.0f} tok/s over the warmup's second half, after "
-                      f"{tracking.format_duration(seconds)} of training); max_iters = lr_decay_iters = "
-                      f"{self.budget.iters}")
+                      f"({self.budget.tokens_per_s:,.0f} tok/s over the warmup's second half, after {spent} of "
+                      f"training); max_iters = lr_decay_iters = {self.budget.iters}")
 
     def run(self):
         """Train to max_iters; returns the process exit code (0 done, 1 non-finite loss, 128+signal stopped)."""
@@ -784,7 +792,7 @@ class Trainer:
                       f"dataset {cfg['dataset']} ({self.meta['tokenizer']} tokenizer, vocab {self.meta['vocab_size']})")
         if self.budget and self.budget.iters is None:
             self.log.info(f"budget {self.budget.budget_s:g} s: the run length is decided at the end of the warmup "
-                          f"(iter {cfg['warmup_iters']}), from the speed measured up to there")
+                          f"(warmup_iters={cfg['warmup_iters']}), from the speed measured there")
         if self.resumed:
             self.log.info(f"resuming from {self.out_dir} at iter {self.iter_num}")
             if self.finished() and self.final_evaluated:
@@ -794,6 +802,8 @@ class Trainer:
         ws = self.dist.world_size
         self.start_timing()
         loop_start, eval_s = time.perf_counter(), 0.0  # the budget's clock counts training steps, not evaluations
+        if self.budget and self.budget.iters is None:
+            self.budget.begin(self.tokens_seen() / self.tokens_per_full_iter, self.tokens_seen())
         while not self.finished():
             it = self.iter_num
             if it % cfg["eval_interval"] == 0 and not self.evaluated:  # (a resumed checkpoint may hold it already)
@@ -803,11 +813,6 @@ class Trainer:
                 eval_s += time.perf_counter() - t0
                 self.start_timing()
             tokens = self.tokens_seen()
-            if self.budget and self.budget.due(tokens / self.tokens_per_full_iter):
-                self.check_budget(tokens, time.perf_counter() - loop_start - eval_s)
-                cfg = self.cfg  # the decided max_iters and lr_decay_iters
-                if self.finished():
-                    break
             n_micro = micro_batches(tokens, cfg, ws) // ws
             lr = get_lr(tokens / self.tokens_per_full_iter, cfg)
             loss, grad_norm, stop_requested, ok = self.step(lr, n_micro, stop)
@@ -816,6 +821,9 @@ class Trainer:
                 self.log.error(f"error: {what} at iter {it}; stopped without saving, so {self.out_dir} "
                                f"keeps the last good checkpoint (try a lower --learning_rate, or check the data)")
                 return 1
+            if self.budget and self.budget.iters is None:
+                self.check_budget(time.perf_counter() - loop_start - eval_s)
+                cfg = self.cfg  # the decided max_iters and lr_decay_iters
             if it % cfg["log_interval"] == 0 or self.finished() or stop_requested:
                 if not self.finite_so_far():
                     return 1
@@ -846,8 +854,13 @@ class Trainer:
 
 def main(argv=None):
     cfg = configure(DEFAULTS, argv, "train.py", __doc__)
-    if cfg["budget_s"] and "max_iters" in command_line_keys(argv) and "budget_s" not in command_line_keys(argv):
-        cfg = {**cfg, "budget_s": 0.0}  # a run length on the command line wins over a config file's time budget
+    given = command_line_keys(argv)
+    if cfg["budget_s"] and "max_iters" in given:
+        if "budget_s" in given:
+            raise SystemExit("error: --budget_s and --max_iters both given: the budget decides max_iters; pass one")
+        # a run length on the command line wins over a config file's time budget (and the cosine ends with it)
+        cfg = {**cfg, "budget_s": 0.0, "lr_decay_iters": cfg["lr_decay_iters"] if "lr_decay_iters" in given
+               else cfg["max_iters"]}
     validate_config(cfg)
     explicit = explicit_keys(cfg, argv)
     dist_info = Dist()

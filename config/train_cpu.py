@@ -14,7 +14,7 @@
 # the warmup, logged, and kept by a resume). On the 2-core Xeon with AMX the ablation measured, bf16 autocast +
 # torch.compile run 7,920 tok/s: about 1,100 iterations, 4.5M tokens (2.3 epochs of the training split); on a CPU
 # without AMX, float32 (about 4,100 tok/s there, half as many iterations). Evaluations come on top (~1 minute).
-# A fixed length instead: --max_iters=N --lr_decay_iters=N on the command line (that turns the budget off).
+# A fixed length instead: --max_iters=N on the command line (that turns the budget off; the cosine ends at N).
 # Two micro-batches so that `torchrun --standalone --nproc_per_node=2 train.py config/train_cpu.py` also runs (each
 # rank then does one): gradient_accumulation_steps is global and must be a multiple of the number of processes.
 

@@ -122,26 +122,29 @@ def test_batch_ramp_micro_batches():
     assert schedule.micro_batches(0, dict(cfg, batch_ramp_tokens=0)) == 8
 
 
-def test_time_budget_pays_the_start_up_and_charges_earlier_sessions():
+def test_time_budget_pays_the_start_up_and_every_session():
     """budget 600 s, warmup 50, 4,096-token iterations: the first step takes 20.5 s (compilation), the others 0.5 s,
-    so 580 s at 2 iterations/s fit: 1,160 iterations."""
-    def feed(budget, first_progress, first_step_s):
-        seconds, decided = 0.0, None
-        for progress in range(first_progress, 60):
-            if budget.due(progress):
-                decided = budget.observe(progress, progress * 4096, seconds, 4096)
-                if decided is not None:
-                    return decided, progress
-            seconds += first_step_s if progress == first_progress else 0.5
+    so 580 s at 2 iterations/s fit: 1,160 iterations. A run stopped at iteration 30 (35 s spent) and resumed with a
+    10.5 s first step has spent 55 s at the decision: 50 + 545 s x 2 = 1,140, wherever it stopped."""
+    def session(budget, start, stop, first_step_s, state=None):
+        if state:
+            budget.load_state_dict(state)
+        budget.begin(start, start * 4096)
+        seconds = 0.0
+        for progress in range(start, stop):
+            seconds += first_step_s if progress == start else 0.5
+            decided = budget.observe(progress + 1, (progress + 1) * 4096, seconds, 4096)
+            if decided is not None:
+                return decided
+        return budget.state_dict()
     budget = schedule.TimeBudget(600, 50)
-    assert feed(budget, 0, 20.5) == (1160, 50) and budget.tokens_per_s == 8192 and budget.iters == 1160
-    assert not budget.due(51)  # decided once
-    # resumed at iter 30 (before the decision): the 30 earlier iterations are charged at 0.5 s, the new session's
-    # 10.5-second first step pays its own start-up: (600 - 15 - 10) s x 2 + 30 = 1180
-    assert feed(schedule.TimeBudget(600, 50), 30, 10.5) == (1180, 50)
-    # a budget smaller than the warmup ends the run at the decision
-    assert feed(schedule.TimeBudget(5, 50), 0, 20.5) == (50, 50)
+    assert session(budget, 0, 60, 20.5) == 1160 and budget.tokens_per_s == 8192 and budget.iters == 1160
     assert schedule.iters_for_budget(600, 8192, 4096, compile_s=20) == 1160  # bench.py's formula agrees
+    for stop in (30, 49):  # resumed mid-measurement, or on the warmup's last step (nothing left to measure there)
+        state = session(schedule.TimeBudget(600, 50), 0, stop, 20.5)
+        assert state["iters"] is None and state["spent_s"] == 20.5 + (stop - 1) * 0.5
+        assert session(schedule.TimeBudget(600, 50), stop, 60, 10.5, state) == 1140
+    assert session(schedule.TimeBudget(5, 50), 0, 60, 20.5) == 50  # a budget smaller than the warmup ends there
 
 
 def test_clipping_caps_the_global_norm_and_reports_the_norm_before():
@@ -273,7 +276,7 @@ def test_metrics_checkpoints_and_final_whole_split_eval(data_root, tmp_path):
     assert weights["model_args"]["vocab_size"] == 128  # 96 rounded up to a multiple of 64
     state = torch.load(out / "train_state.pt", weights_only=True)
     assert set(state) == {"model_args", "model", "tokenizer", "tokenizer_hash", "optimizer", "scaler", "rng",
-                          "sampler", "iter_num", "best_val_loss", "evaluated", "final_evaluated", "budget_iters",
+                          "sampler", "iter_num", "best_val_loss", "evaluated", "final_evaluated", "budget",
                           "config"}
     for key in weights["model"]:
         assert torch.equal(state["model"][key], weights["model"][key]), key
@@ -460,7 +463,7 @@ def test_a_time_budget_run_is_a_fixed_run_of_the_length_it_decided(data_root, tm
     stop_at(monkeypatch, 15)
     assert train_here(data_root, tmp_path / "budget", "--budget_s=1.5", *args) == 128 + signal.SIGINT
     monkeypatch.undo()
-    n = torch.load(tmp_path / "budget" / "train_state.pt", weights_only=True)["budget_iters"]
+    n = torch.load(tmp_path / "budget" / "train_state.pt", weights_only=True)["budget"]["iters"]
     assert n > 15
     assert train_here(data_root, tmp_path / "budget", "--budget_s=1.5", "--init_from=resume", *args) == 0
     log = capsys.readouterr().out
@@ -473,6 +476,21 @@ def test_a_time_budget_run_is_a_fixed_run_of_the_length_it_decided(data_root, tm
     assert final(tmp_path / "budget") == final(tmp_path / "fixed")
 
 
+def test_a_time_budget_run_stopped_in_its_warmup_decides_after_the_resume(data_root, tmp_path, monkeypatch, one_thread,
+                                                                           capsys):
+    args = ["--warmup_iters=10", "--eval_interval=5", "--min_lr=0"]  # an evaluation (and save) at the warmup's end
+    stop_at(monkeypatch, 7)  # stopped during the speed measurement: saved at iteration 8, before the decision
+    assert train_here(data_root, tmp_path / "budget", "--budget_s=1.5", *args) == 128 + signal.SIGINT
+    monkeypatch.undo()
+    state = torch.load(tmp_path / "budget" / "train_state.pt", weights_only=True)
+    assert state["iter_num"] == 8 and state["budget"]["iters"] is None and state["budget"]["steady_s"] > 0
+    assert train_here(data_root, tmp_path / "budget", "--budget_s=1.5", "--init_from=resume", *args) == 0
+    n = torch.load(tmp_path / "budget" / "train_state.pt", weights_only=True)["budget"]["iters"]
+    assert n > 10 and f"budget 1.5 s: {n} iterations fit" in capsys.readouterr().out
+    assert train_here(data_root, tmp_path / "fixed", f"--max_iters={n}", f"--lr_decay_iters={n}", *args) == 0
+    assert train_losses(tmp_path / "budget") == train_losses(tmp_path / "fixed") and len(train_losses(tmp_path / "fixed")) == n
+
+
 def test_time_budget_rules(data_root, tmp_path, capsys):
     with pytest.raises(SystemExit, match="^error: --budget_s measures the speed during the warmup.*--warmup_iters "
                                          ">= 10 \\(got 2\\)"):
@@ -483,6 +501,12 @@ def test_time_budget_rules(data_root, tmp_path, capsys):
     assert train.main([str(config), *TINY, f"--data_root={data_root}", f"--out_dir={tmp_path / 'o'}",
                        "--max_iters=12", "--eval_interval=100"]) == 0
     assert len(train_losses(tmp_path / "o")) == 12 and "iterations fit" not in capsys.readouterr().out
+    no_decay_arg = [a for a in TINY if not a.startswith("--lr_decay_iters=")]  # ... and the cosine ends with it
+    assert train.main([str(config), *no_decay_arg, f"--data_root={data_root}", f"--out_dir={tmp_path / 'o3'}",
+                       "--max_iters=12", "--eval_interval=100"]) == 0
+    assert torch.load(tmp_path / "o3" / "train_state.pt", weights_only=True)["config"]["lr_decay_iters"] == 12
+    with pytest.raises(SystemExit, match="^error: --budget_s and --max_iters both given"):
+        train_here(data_root, tmp_path / "o2", "--budget_s=60", "--warmup_iters=10", "--max_iters=5")
     # a run trained for a fixed length cannot be resumed on a budget once past its warmup
     with pytest.raises(SystemExit, match="^error: cannot resume with --budget_s: the checkpoint is past its warmup"):
         train_here(data_root, tmp_path / "o", "--budget_s=60", "--warmup_iters=10", "--init_from=resume")
