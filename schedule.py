@@ -59,14 +59,14 @@ class TimeBudget:
     Evaluations are not training time and do not count. state_dict() goes into train_state.pt, so a run stopped
     before its decision measures on where it stopped."""
 
-    def __init__(self, budget_s, warmup_iters):
-        self.budget_s = budget_s
+    def __init__(self, budget_s, warmup_iters, full_iter_tokens):
+        self.budget_s, self.full_iter_tokens = budget_s, full_iter_tokens
         self.mark_at, self.decide_at = warmup_iters / 2, warmup_iters
         self.spent_s = 0.0  # training seconds of the earlier sessions
         self.steady_tokens, self.steady_s = 0, 0.0  # the steps that measure the speed, over all sessions
         self.iters = None  # the decision (full iterations), once made
         self.tokens_per_s = None  # the speed it was made at
-        self.last = None  # (progress, tokens, seconds) at this session's previous observation
+        self.last = None  # (tokens, seconds) at this session's previous observation
         self.session_steps, self.session_s, self.session_start_tokens = 0, 0.0, 0
 
     def state_dict(self):
@@ -78,19 +78,20 @@ class TimeBudget:
         self.iters, self.tokens_per_s = state["iters"], state["tokens_per_s"]
         self.spent_s, self.steady_tokens, self.steady_s = state["spent_s"], state["steady_tokens"], state["steady_s"]
 
-    def begin(self, progress, tokens):
+    def begin(self, tokens):
         """A session starts (its training clock at 0 seconds)."""
-        self.last, self.session_steps, self.session_s = (progress, tokens, 0.0), 0, 0.0
+        self.last, self.session_steps, self.session_s = (tokens, 0.0), 0, 0.0
         self.session_start_tokens = tokens
 
-    def observe(self, progress, tokens, seconds, full_iter_tokens):
-        """After each step until the decision: progress and tokens after it, seconds on this session's training
-        clock. Returns the decided number of full iterations once the warmup is done, else None."""
-        step_progress, step_tokens, step_start = self.last
-        if step_progress >= self.mark_at and self.session_steps > 0:  # a session's first step is start-up
+    def observe(self, tokens, seconds):
+        """After each step until the decision: the tokens seen after it, seconds on this session's training clock.
+        Returns the decided number of full iterations once the warmup is done, else None."""
+        step_tokens, step_start = self.last
+        progress = tokens / self.full_iter_tokens  # full iterations' worth, as get_lr counts them
+        if step_tokens >= self.mark_at * self.full_iter_tokens and self.session_steps > 0:  # a first step is start-up
             self.steady_tokens += tokens - step_tokens
             self.steady_s += seconds - step_start
-        self.last, self.session_steps, self.session_s = (progress, tokens, seconds), self.session_steps + 1, seconds
+        self.last, self.session_steps, self.session_s = (tokens, seconds), self.session_steps + 1, seconds
         if progress < self.decide_at:
             return None
         if self.steady_s > 0:
@@ -98,5 +99,5 @@ class TimeBudget:
         else:  # no step to measure (a warmup this short, or resumed on its last step): this session's average
             self.tokens_per_s = (tokens - self.session_start_tokens) / max(seconds, 1e-9)
         left_s = self.budget_s - self.spent_s - seconds
-        self.iters = max(math.ceil(progress), int((tokens + left_s * self.tokens_per_s) / full_iter_tokens + 1e-9))
+        self.iters = max(math.ceil(progress), int((tokens + left_s * self.tokens_per_s) / self.full_iter_tokens + 1e-9))
         return self.iters

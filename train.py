@@ -521,8 +521,9 @@ class Trainer:
         self.tokens_per_micro = cfg["batch_size"] * cfg["block_size"]
         self.tokens_per_full_iter = cfg["gradient_accumulation_steps"] * self.tokens_per_micro
         self.max_tokens = cfg["max_iters"] * self.tokens_per_full_iter
-        self.budget = TimeBudget(cfg["budget_s"], cfg["warmup_iters"]) if cfg["budget_s"] > 0 else None
-        if self.budget:
+        self.budget = None
+        if cfg["budget_s"] > 0:
+            self.budget = TimeBudget(cfg["budget_s"], cfg["warmup_iters"], self.tokens_per_full_iter)
             self.max_tokens = math.inf  # until the budget says how many iterations fit
         torch.manual_seed(cfg["seed"] + dist_info.rank)  # dropout masks differ between ranks
         self.optimizer = build_optimizer(model, cfg)
@@ -755,8 +756,7 @@ class Trainer:
         warmup it fixes the run length, the same on every rank (their estimates averaged)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # the host runs ahead of the GPU: time what it has done
-        tokens = self.tokens_seen()
-        iters = self.budget.observe(tokens / self.tokens_per_full_iter, tokens, seconds, self.tokens_per_full_iter)
+        iters = self.budget.observe(self.tokens_seen(), seconds)
         if iters is None:
             return
         self.budget.iters = int(agree([iters], self.dist)[0]) // self.dist.world_size
@@ -803,7 +803,7 @@ class Trainer:
         self.start_timing()
         loop_start, eval_s = time.perf_counter(), 0.0  # the budget's clock counts training steps, not evaluations
         if self.budget and self.budget.iters is None:
-            self.budget.begin(self.tokens_seen() / self.tokens_per_full_iter, self.tokens_seen())
+            self.budget.begin(self.tokens_seen())
         while not self.finished():
             it = self.iter_num
             if it % cfg["eval_interval"] == 0 and not self.evaluated:  # (a resumed checkpoint may hold it already)

@@ -129,22 +129,22 @@ def test_time_budget_pays_the_start_up_and_every_session():
     def session(budget, start, stop, first_step_s, state=None):
         if state:
             budget.load_state_dict(state)
-        budget.begin(start, start * 4096)
+        budget.begin(start * 4096)
         seconds = 0.0
         for progress in range(start, stop):
             seconds += first_step_s if progress == start else 0.5
-            decided = budget.observe(progress + 1, (progress + 1) * 4096, seconds, 4096)
+            decided = budget.observe((progress + 1) * 4096, seconds)
             if decided is not None:
                 return decided
         return budget.state_dict()
-    budget = schedule.TimeBudget(600, 50)
+    budget = schedule.TimeBudget(600, 50, 4096)
     assert session(budget, 0, 60, 20.5) == 1160 and budget.tokens_per_s == 8192 and budget.iters == 1160
     assert schedule.iters_for_budget(600, 8192, 4096, compile_s=20) == 1160  # bench.py's formula agrees
     for stop in (30, 49):  # resumed mid-measurement, or on the warmup's last step (nothing left to measure there)
-        state = session(schedule.TimeBudget(600, 50), 0, stop, 20.5)
+        state = session(schedule.TimeBudget(600, 50, 4096), 0, stop, 20.5)
         assert state["iters"] is None and state["spent_s"] == 20.5 + (stop - 1) * 0.5
-        assert session(schedule.TimeBudget(600, 50), stop, 60, 10.5, state) == 1140
-    assert session(schedule.TimeBudget(5, 50), 0, 60, 20.5) == 50  # a budget smaller than the warmup ends there
+        assert session(schedule.TimeBudget(600, 50, 4096), stop, 60, 10.5, state) == 1140
+    assert session(schedule.TimeBudget(5, 50, 4096), 0, 60, 20.5) == 50  # a budget smaller than the warmup ends there
 
 
 def test_clipping_caps_the_global_norm_and_reports_the_norm_before():
