@@ -31,7 +31,7 @@ NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu", "relu2")
 INITS = ("gpt2", "zero_proj", "scaled")
 CLS_POOLS = ("attention", "max")
-CLS_TOKEN_POOLS = ("cls", "max")
+CLS_TOKEN_POOLS = ("cls", "max", "maxmean")
 MODEL_CHOICES = {"pos_encoding": POS_ENCODINGS, "norm": NORMS, "mlp": MLPS, "init": INITS, "cls_pool": CLS_POOLS,
                  "cls_token_pool": CLS_TOKEN_POOLS}
 LONG_CONTEXT = 2  # rope/alibi models accept sequences up to this many times block_size (to measure extrapolation)
@@ -57,7 +57,8 @@ class GPTConfig:
     # classification head (vuln.py): n_classes > 0 adds cls_head; cls_pool is how a file's windows are pooled
     n_classes: int = 0
     cls_pool: str = "attention"  # 'attention' (learned weights over windows) or 'max'
-    cls_token_pool: str = "cls"  # a window's state: its last (<|cls|>) position's, or 'max' over its positions
+    cls_token_pool: str = "cls"  # a window's state: its last (<|cls|>) position's, 'max' over its positions, or
+    # 'maxmean': [max, mean] over them (twice as wide: where a pattern is strongest, and how much of the window has it)
 
     @classmethod
     def from_dict(cls, d):
@@ -290,9 +291,10 @@ class GPT(nn.Module):
         if config.tie_embeddings:
             self.transformer.wte.weight = self.lm_head.weight  # GPT-2: fewer params, no loss in quality when small
         if config.n_classes:
+            width = config.n_embd * (2 if config.cls_token_pool == "maxmean" else 1)
             self.cls_head = nn.ModuleDict(dict(
-                score=nn.Linear(config.n_embd, 1),  # attention pooling: one weight per window
-                out=nn.Linear(config.n_embd, config.n_classes),
+                score=nn.Linear(width, 1),  # attention pooling: one weight per window
+                out=nn.Linear(width, config.n_classes),
             ))
             # BCE's per-class positive weights: set by the training task from its label frequencies, not saved
             self.register_buffer("cls_pos_weight", torch.ones(config.n_classes), persistent=False)
@@ -389,9 +391,13 @@ class GPT(nn.Module):
         windows = idx[real]  # (N, T)
         lengths = (windows >= 0).sum(1)
         h = self.hidden(windows[:, :int(lengths.max())].clamp(min=0))  # (N, L, C)
-        if self.config.cls_token_pool == "max":  # every position up to <|cls|>: a local pattern need not travel
-            valid = torch.arange(h.size(1), device=idx.device)[None, :] < lengths[:, None]
-            h = h.masked_fill(~valid[..., None], float("-inf")).amax(1)
+        if self.config.cls_token_pool in ("max", "maxmean"):  # every position: a local pattern need not travel
+            valid = (torch.arange(h.size(1), device=idx.device)[None, :] < lengths[:, None])[..., None]
+            peak = h.masked_fill(~valid, float("-inf")).amax(1)
+            if self.config.cls_token_pool == "maxmean":  # the mean summed in float32 (bf16 drops low bits over 511)
+                mean = h.float().masked_fill(~valid, 0.0).sum(1) / lengths[:, None]
+                peak = torch.cat([peak.float(), mean], -1)
+            h = peak
         else:
             h = h[torch.arange(h.size(0), device=idx.device), lengths - 1]  # (N, C): each window's <|cls|> state
         hw = h.new_zeros(B, W, h.size(-1))

@@ -69,11 +69,15 @@ def metrics(out_dir):
 
 
 # ------------------------------------------------------------------------------------------------ training
-def test_classifier_trains_and_its_checkpoint_loads_weights_only(tmp_path, hub):
-    assert train_here(tmp_path / "out", hub, "--max_iters=8", "--lr_decay_iters=8") == 0
+@pytest.mark.parametrize("token_pool", ["cls", "maxmean"])  # maxmean: config/finetune_vuln_cpu.py's
+def test_classifier_trains_and_its_checkpoint_loads_weights_only(tmp_path, hub, token_pool):
+    assert train_here(tmp_path / "out", hub, "--max_iters=8", "--lr_decay_iters=8",
+                      f"--cls_token_pool={token_pool}") == 0
     ckpt = torch.load(tmp_path / "out" / "model.pt", weights_only=True)
     assert ckpt["task"] == "classify" and ckpt["classes"] == list(vuln.CLASSES)
     assert ckpt["model_args"]["n_classes"] == 6 and len(ckpt["thresholds"]) == 6
+    width = 32 * (2 if token_pool == "maxmean" else 1)  # maxmean: [max, mean] of each window's 32-wide states
+    assert ckpt["model"]["cls_head.out.weight"].shape == (6, width)
     assert all(isinstance(t, float) for t in ckpt["thresholds"])
     evals = [r for r in metrics(tmp_path / "out") if "val_loss" in r]
     assert [r["iter"] for r in evals] == [0, 4, 8] and evals[-1]["final"]
@@ -125,7 +129,8 @@ def tiny_classifier(pool="attention", token_pool="cls", seed=0):
                          cls_pool=pool, cls_token_pool=token_pool)).eval()
 
 
-@pytest.mark.parametrize("pool, token_pool", [("attention", "cls"), ("max", "cls"), ("attention", "max")])
+@pytest.mark.parametrize("pool, token_pool", [("attention", "cls"), ("max", "cls"), ("attention", "max"),
+                                             ("attention", "maxmean")])
 def test_padding_windows_and_padding_tokens_do_not_change_the_output(pool, token_pool):
     model = tiny_classifier(pool, token_pool)
     ids = list(range(1, 40))  # 39 tokens: windows of 15 + <|cls|> -> 3 windows, the last one partly padding
