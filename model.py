@@ -394,10 +394,10 @@ class GPT(nn.Module):
         if self.config.cls_token_pool in ("max", "maxmean"):  # every position: a local pattern need not travel
             valid = (torch.arange(h.size(1), device=idx.device)[None, :] < lengths[:, None])[..., None]
             peak = h.masked_fill(~valid, float("-inf")).amax(1)
-            if self.config.cls_token_pool == "maxmean":  # the mean summed in float32 (bf16 drops low bits over 511)
-                mean = h.float().masked_fill(~valid, 0.0).sum(1) / lengths[:, None]
-                peak = torch.cat([peak.float(), mean], -1)
-            h = peak
+            if self.config.cls_token_pool == "max":
+                h = peak
+            else:  # the mean summed in float32 (bf16 drops low bits over 511 positions)
+                h = torch.cat([peak.float(), h.float().masked_fill(~valid, 0.0).sum(1) / lengths[:, None]], -1)
         else:
             h = h[torch.arange(h.size(0), device=idx.device), lengths - 1]  # (N, C): each window's <|cls|> state
         hw = h.new_zeros(B, W, h.size(-1))
