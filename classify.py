@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checkpoint as ckpt_io  # noqa: E402
 import vuln  # noqa: E402
-from common import ArgumentParser  # noqa: E402
+from common import ArgumentParser, run_main  # noqa: E402
 
 
 class ClassifyError(SystemExit):
@@ -127,4 +127,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -4,6 +4,7 @@ format constants that data/tokens.py writes and dataloader.py reads (here so dat
 import argparse
 import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +81,15 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"error: {message} (see --help)\n")
+
+
+def run_main(main):
+    """sys.exit(main()) for a script that prints results as it goes: when the reader closes the pipe early
+    (`python classify.py ... | head`), end quietly with a shell's SIGPIPE status, as cat or grep do, instead of a
+    BrokenPipeError traceback."""
+    try:
+        sys.exit(main())
+    except BrokenPipeError:
+        # Python flushes stdout once more at exit; pointed at /dev/null, that flush cannot fail a second time
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(128 + 13)  # 128 + SIGPIPE

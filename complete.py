@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fim  # noqa: E402
 import healing  # noqa: E402
 import sample  # noqa: E402
-from common import atomic_write  # noqa: E402
+from common import atomic_write, run_main  # noqa: E402
 from configurator import configure  # noqa: E402
 
 SAMPLING_KNOBS = ("out_dir", "ckpt", "temperature", "top_k", "top_p", "seed", "device", "dtype",
@@ -280,4 +280,4 @@ def main(argv=None, tokenizer=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

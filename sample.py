@@ -19,6 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import checkpoint as ckpt_io  # noqa: E402
 import healing  # noqa: E402
+from common import run_main  # noqa: E402
 from configurator import configure  # noqa: E402
 from runtime import DTYPES, Dist, autocast, compile_unavailable, resolve_device, resolve_dtype  # noqa: E402  (same rules as train.py)
 
@@ -197,4 +198,4 @@ def main(argv=None, tokenizer=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

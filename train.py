@@ -551,6 +551,11 @@ class Trainer:
         self.recent_dts = collections.deque(maxlen=50)  # seconds per full iteration, for the ETA
         self.health = Health(model, cfg["grad_clip"], cfg["health_interval"] if dist_info.master else 0)  # rank 0 logs
 
+    def per_iter_shown(self):
+        if self.task is None:
+            return f"{self.tokens_per_full_iter:,} tokens/iter"
+        return f"{self.tokens_per_full_iter // self.cfg['block_size']} files/iter"
+
     def tokens_seen(self):
         return self.batches.consumed() * self.tokens_per_micro
 
@@ -741,12 +746,16 @@ class Trainer:
         self.recent_dts.append(dt * self.tokens_per_full_iter / tokens_per_iter)
         total = self.cfg["max_iters"] if self.max_tokens < math.inf else "?"  # "?": a budget not yet decided
         eta = tracking.format_duration(tracking.eta_seconds(total - done, self.recent_dts)) if total != "?" else "?"
+        if self.task is None:
+            speed = {"tok_per_s": tokens_per_iter / dt, "mfu": mfu}
+            shown = f"{speed['tok_per_s']:,.0f} tok/s, mfu {mfu * 100:.2f}%"
+        else:  # a classifier's batch is files of any length: block_size-token counts (and an MFU) would be made up
+            speed = {"files_per_s": tokens_per_iter / self.cfg["block_size"] / dt}
+            shown = f"{speed['files_per_s']:.2f} files/s"
         self.log.info(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, grad norm {grad_norm:.3f} "
-                      f"({clip['clip_frac']:.0%} clipped), {dt * 1000:.1f}ms, "
-                      f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu * 100:.2f}%, "
-                      f"{done}/{total} eta {eta}")
+                      f"({clip['clip_frac']:.0%} clipped), {dt * 1000:.1f}ms, {shown}, {done}/{total} eta {eta}")
         record = {"iter": it, "loss": loss, "lr": lr, "grad_norm": grad_norm, **clip, "tokens": self.tokens_seen(),
-                  "micro_batches": n_micro, "dt_ms": dt * 1000, "tok_per_s": tokens_per_iter / dt, "mfu": mfu}
+                  "micro_batches": n_micro, "dt_ms": dt * 1000, **speed}
         if self.device.type == "cuda":
             record["peak_mem_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         self.log.metrics(record)
@@ -789,7 +798,7 @@ class Trainer:
     def _loop(self, cfg, stop):
         self.log.info(f"device {self.device}, dtype {str(self.dtype).replace('torch.', '')}, "
                       f"{self.dist.world_size} process(es), "
-                      f"{self.model.get_num_params() / 1e6:.2f}M parameters, {self.tokens_per_full_iter:,} tokens/iter, "
+                      f"{self.model.get_num_params() / 1e6:.2f}M parameters, {self.per_iter_shown()}, "
                       f"dataset {cfg['dataset']} ({self.meta['tokenizer']} tokenizer, vocab {self.meta['vocab_size']})")
         if self.budget and self.budget.iters is None:
             self.log.info(f"budget {self.budget.budget_s:g} s: the run length is decided at the end of the warmup "

@@ -13,8 +13,9 @@ class of the Slither dataset; the loss is BCE with per-class pos_weight = negati
 Datasets (--dataset):
   slither-labels                  data/slither-labels/labels.json (offline). test = its held_out split (the default
                                   corpus's val packages); val = whole train-side packages, picked by sha256 of their
-                                  name until val_fraction of the files (a file and its injected variants stay
-                                  together); train = the rest.
+                                  name until val_fraction of the files, then more until every class has half its
+                                  share there (by_package_val; a file and its injected variants stay together);
+                                  train = the rest.
   slither-audited-smart-contracts the Hub's big-multilabel train/validation/test (through data/slither.py, the same
                                   datasets calls as its prepare.py; --cls_hub_path reads a local copy of the Parquet
                                   export instead of the Hub).
@@ -44,16 +45,30 @@ CLS_TOKEN, PAD_TOKEN = "<|cls|>", -1
 
 
 def by_package_val(examples, val_fraction):
-    """Split train-side examples into (train, val) by whole packages, in sha256 order of their names, until val
-    holds val_fraction of the files: deterministic, and no file or its injected variant sits on both sides."""
+    """Split train-side examples into (train, val) by whole packages: deterministic, and no file or its injected
+    variant sits on both sides. Packages in sha256 order of their names until val holds val_fraction of the files;
+    then, while a class has fewer than half its share (val_fraction / 2 of its positive files) in val, the package
+    densest in that class (positives per file) joins val. Without that second step a rare class can land in val
+    with a file or two, and its tuned threshold and F1 (a sixth of macro F1) hinge on them."""
     groups = sorted({e["group"] for e in examples}, key=lambda g: hashlib.sha256(g.encode()).hexdigest())
-    val_groups, n = set(), 0
+    files = {g: [e for e in examples if e["group"] == g] for g in groups}
+    positives = lambda exs, c: sum(c in e["labels"] for e in exs)  # noqa: E731
+    val_groups, n = [], 0
     for g in groups:
         if n >= val_fraction * len(examples):
             break
-        val_groups.add(g)
-        n += sum(e["group"] == g for e in examples)
-    return [e for e in examples if e["group"] not in val_groups], [e for e in examples if e["group"] in val_groups]
+        val_groups.append(g)
+        n += len(files[g])
+    for c in CLASSES:
+        total = positives(examples, c)
+        while (in_val := positives([e for g in val_groups for e in files[g]], c)) < val_fraction / 2 * total:
+            # never the package that holds all of train's remaining positives: the class must stay learnable
+            rest = [g for g in groups if g not in val_groups and 0 < positives(files[g], c) < total - in_val]
+            if not rest:
+                break
+            val_groups.append(max(rest, key=lambda g: positives(files[g], c) / len(files[g])))
+    val = set(val_groups)
+    return [e for e in examples if e["group"] not in val], [e for e in examples if e["group"] in val]
 
 
 def offline_splits(val_fraction=0.2, labels_path=None, tarball_dir=None):

@@ -81,8 +81,12 @@ def test_classifier_trains_and_its_checkpoint_loads_weights_only(tmp_path, hub, 
     assert all(isinstance(t, float) for t in ckpt["thresholds"])
     evals = [r for r in metrics(tmp_path / "out") if "val_loss" in r]
     assert [r["iter"] for r in evals] == [0, 4, 8] and evals[-1]["final"]
-    losses = [r["loss"] for r in metrics(tmp_path / "out") if "loss" in r]
-    assert losses[-1] < losses[0]
+    steps = [r for r in metrics(tmp_path / "out") if "loss" in r]
+    assert steps[-1]["loss"] < steps[0]["loss"]
+    # speed in files: a token count and an MFU of block_size-long windows would be made up for files of any length
+    assert all(r["files_per_s"] > 0 and "mfu" not in r and "tok_per_s" not in r for r in steps)
+    log = (tmp_path / "out" / "log.txt").read_text()
+    assert " files/s, " in log and "tok/s" not in log and "mfu" not in log
     model, _ = ckpt_io.load_model(tmp_path / "out" / "model.pt")
     assert model.config.n_classes == 6
 
@@ -158,6 +162,34 @@ def test_long_files_keep_evenly_spaced_windows_first_and_last():
     assert vuln.window_starts(0, 16, 8) == [0]
     starts = vuln.window_starts(15 * 20, 16, 4)  # 20 windows, 4 kept
     assert starts == [0, 15 * 6, 15 * 13, 15 * 19]
+
+
+# ------------------------------------------------------------------------------------------------ splits
+def by_package_val_groups(examples, fraction):
+    train, val = vuln.by_package_val(examples, fraction)
+    assert len(train) + len(val) == len(examples)
+    groups = lambda exs: {e["group"] for e in exs}  # noqa: E731
+    assert not groups(train) & groups(val)  # whole packages only
+    return groups(val)
+
+
+def test_validation_split_takes_whole_packages_and_enough_of_a_rare_class():
+    import hashlib
+    names = [f"pkg{i}" for i in range(10)]
+    first, *rest = sorted(names, key=lambda g: hashlib.sha256(g.encode()).hexdigest())
+    examples = [{"group": g, "labels": ["safe"], "text": "", "name": g} for g in names for _ in range(10)]
+    assert by_package_val_groups(examples, 0.1) == {first}  # sha256 order until 10% of the files
+    # arithmetic: 1 file in the first package, 6 in one other, 4 in a third, 1 in a fourth; val needs >= 0.6 of 12
+    counts = {first: 1, rest[3]: 6, rest[5]: 4, rest[7]: 1}
+    for g, k in counts.items():
+        for e in [e for e in examples if e["group"] == g][:k]:
+            e["labels"] = ["arithmetic"]
+    assert by_package_val_groups(examples, 0.1) == {first}  # 1 of 12 already holds half of 10%
+    assert by_package_val_groups(examples, 0.3) == {first, *rest[:2], rest[3]}  # 3 files, then 1 < 1.8: the densest
+    # a class whose train-side positives would all leave with one package stays in train
+    lone = [{"group": g, "labels": ["reentrancy"] if g == rest[4] else ["safe"], "text": "", "name": g}
+            for g in names for _ in range(10)]
+    assert rest[4] not in by_package_val_groups(lone, 0.1)
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -245,6 +277,18 @@ def test_classify_json_schema_and_directories(tmp_path, classifier):
     text = run_classify(f"--ckpt={classifier}", tmp_path / "A.sol")
     assert text.returncode == 0 and text.stdout.startswith(f"{tmp_path / 'A.sol'}: ")
     assert all(f"  {c}" in text.stdout for c in vuln.CLASSES)
+
+
+def test_classify_into_a_pipe_closed_early_ends_quietly(tmp_path, classifier):
+    for i in range(40):  # more output than a pipe buffers, so a write after the reader left is certain
+        (tmp_path / f"C{i:02d}.sol").write_text(contract(i, i % 2 == 0))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "classify.py"), f"--ckpt={classifier}", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()  # `| head -1`
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 141 and first.startswith(str(tmp_path / "C00.sol").encode())
+    assert err == b"", err.decode()
 
 
 def test_classify_errors_are_one_line(tmp_path, classifier):
