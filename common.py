@@ -88,8 +88,10 @@ def run_main(main):
     (`python classify.py ... | head`), end quietly with a shell's SIGPIPE status, as cat or grep do, instead of a
     BrokenPipeError traceback."""
     try:
-        sys.exit(main())
+        code = main()
+        sys.stdout.flush()  # what is still buffered (a print without flush=True) fails here, not at exit
     except BrokenPipeError:
         # Python flushes stdout once more at exit; pointed at /dev/null, that flush cannot fail a second time
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(128 + 13)  # 128 + SIGPIPE
+    sys.exit(code)
