@@ -59,6 +59,8 @@ class GPTConfig:
     cls_pool: str = "attention"  # 'attention' (learned weights over windows) or 'max'
     cls_token_pool: str = "cls"  # a window's state: its last (<|cls|>) position's, 'max' over its positions, or
     # 'maxmean': [max, mean] over them (twice as wide: where a pattern is strongest, and how much of the window has it)
+    n_detectors: int = 0  # > 0: the head also predicts this many Slither detectors (an auxiliary target, after the
+    # classes in its output; classify() returns the classes only)
 
     @classmethod
     def from_dict(cls, d):
@@ -294,10 +296,13 @@ class GPT(nn.Module):
             width = config.n_embd * (2 if config.cls_token_pool == "maxmean" else 1)
             self.cls_head = nn.ModuleDict(dict(
                 score=nn.Linear(width, 1),  # attention pooling: one weight per window
-                out=nn.Linear(width, config.n_classes),
+                out=nn.Linear(width, config.n_classes + config.n_detectors),
             ))
-            # BCE's per-class positive weights: set by the training task from its label frequencies, not saved
-            self.register_buffer("cls_pos_weight", torch.ones(config.n_classes), persistent=False)
+            # BCE's per-output positive weights, and the detectors' share of the loss: set by the training task from
+            # its label frequencies and config, not saved
+            n_out = config.n_classes + config.n_detectors
+            self.register_buffer("cls_pos_weight", torch.ones(n_out), persistent=False)
+            self.cls_detector_weight = 0.0
         # the longest sequence forward accepts: learned positions end at block_size, rope/alibi go on (tables permit)
         self.max_positions = config.block_size * (1 if config.pos_encoding == "learned" else LONG_CONTEXT)
         self.apply(self._init_weights)
@@ -348,10 +353,9 @@ class GPT(nn.Module):
         rope/alibi models accept up to LONG_CONTEXT * block_size positions (evaluation past the training length);
         learned positions stop at block_size."""
         if idx.dim() == 3:  # (files, windows, T): classification, see classify()
-            logits, _ = self.classify(idx)
-            loss = None if targets is None else F.binary_cross_entropy_with_logits(
-                logits.float(), targets.float(), pos_weight=self.cls_pos_weight)
-            return logits, loss
+            outputs, _ = self.classify(idx, with_detectors=True)
+            loss = None if targets is None else self.classify_loss(outputs, targets)
+            return outputs[:, :self.config.n_classes], loss
         B, T = idx.size()
         x = self.hidden(idx, kv_cache)
         if targets is None:
@@ -377,11 +381,23 @@ class GPT(nn.Module):
             kv_cache.length += T
         return self.transformer.ln_f(x)
 
-    def classify(self, idx):
+    def classify_loss(self, outputs, targets):
+        """Mean BCE over the classes (per-class pos_weight), plus cls_detector_weight times the mean BCE over the
+        detectors when the head has them: targets (B, n_classes + n_detectors) like outputs."""
+        pos_weight, k = self.cls_pos_weight, self.config.n_classes
+        loss = F.binary_cross_entropy_with_logits(outputs[:, :k].float(), targets[:, :k].float(),
+                                                  pos_weight=pos_weight[:k])
+        if self.config.n_detectors:
+            loss = loss + self.cls_detector_weight * F.binary_cross_entropy_with_logits(
+                outputs[:, k:].float(), targets[:, k:].float(), pos_weight=pos_weight[k:])
+        return loss
+
+    def classify(self, idx, with_detectors=False):
         """Multi-label logits of files cut into windows: idx (B, W, T) token ids, each window right-padded with -1
         after its last token (the <|cls|> token: a causal model's last position has seen the whole window), and a
         window that is all -1 is padding (files have different numbers of windows). Returns (logits (B, n_classes),
-        window_logits (B, W, n_classes): the head applied to each window alone, -inf for padding windows).
+        window_logits (B, W, n_classes): the head applied to each window alone, -inf for padding windows); with
+        with_detectors, both also hold the n_detectors detector logits after the classes.
         Only real windows are computed, and only up to the longest one: padding changes nothing (causal attention:
         what comes after a position never reaches it)."""
         if not self.config.n_classes:
@@ -409,7 +425,11 @@ class GPT(nn.Module):
             weights = head.score(hw).squeeze(-1).masked_fill(~real, float("-inf")).softmax(1)  # (B, W)
             pooled = (weights[..., None] * hw).sum(1)
         window_logits = head.out(hw).masked_fill(~real[..., None], float("-inf"))
-        return head.out(pooled), window_logits
+        logits = head.out(pooled)
+        if with_detectors:
+            return logits, window_logits
+        k = self.config.n_classes
+        return logits[:, :k], window_logits[..., :k]
 
     def _check_length(self, length, kv_cache):
         cfg = self.config

@@ -140,10 +140,12 @@ DEFAULTS = dict(
     cls_max_docs=0,  # slither-audited-smart-contracts: read at most this many rows per split (0 = all)
     cls_freeze_layers=0,  # classification: keep the embeddings and the lowest this many blocks fixed
     cls_head_lr_scale=1.0,  # classification: the head's learning rate is learning_rate times this
+    cls_detector_weight=0.0,  # classification: > 0 also trains the head to predict the 38 Slither detectors behind
+    # the classes (slither-labels has them), their mean BCE weighted by this beside the classes' (0 = classes only)
 )
 
 TASKS = ("lm", "classify")
-CLASSIFIER_KEYS = ("n_classes", "cls_pool", "cls_token_pool")  # the head's model_args (classifier_args)
+CLASSIFIER_KEYS = ("n_classes", "n_detectors", "cls_pool", "cls_token_pool")  # the head's model_args
 NON_SHAPE_KEYS = ("dropout",)  # model_args a resume may change; all others fix the shape of the trained weights
 PREVIOUS_DIR = "previous"  # where a scratch run puts the earlier run it finds in out_dir
 RUN_FILES = ("metrics.jsonl", "log.txt", ckpt_io.STATE_FILE, ckpt_io.MODEL_FILE, ckpt_io.BEST_FILE)
@@ -186,6 +188,7 @@ def validate_config(cfg):
     need(0 <= cfg["cls_freeze_layers"] <= cfg["n_layer"],
          f"--cls_freeze_layers must be in [0, n_layer={cfg['n_layer']}], got {cfg['cls_freeze_layers']}")
     need(cfg["cls_head_lr_scale"] > 0, f"--cls_head_lr_scale must be > 0, got {cfg['cls_head_lr_scale']}")
+    need(cfg["cls_detector_weight"] >= 0, f"--cls_detector_weight must be >= 0, got {cfg['cls_detector_weight']}")
     need(cfg["task"] == "lm" or cfg["fim_rate"] == 0, "--fim_rate is for --task=lm")
     need(cfg["dtype"] in ("auto", *DTYPES), f"--dtype must be one of auto, {', '.join(DTYPES)}, got {cfg['dtype']!r}")
     for key, choices in {**MODEL_CHOICES, "optimizer": OPTIMIZERS}.items():
@@ -223,9 +226,12 @@ def model_args_from(cfg, vocab_size):
 
 
 def classifier_args(cfg):
-    """The head's model_args: 6 classes for task='classify', none for a language model."""
-    return dict(n_classes=len(vuln.CLASSES), **{k: cfg[k] for k in CLASSIFIER_KEYS if k != "n_classes"}) \
-        if cfg["task"] == "classify" else {}
+    """The head's model_args: 6 classes (and the 38 detectors with cls_detector_weight) for task='classify', none
+    for a language model."""
+    if cfg["task"] != "classify":
+        return {}
+    return dict(n_classes=len(vuln.CLASSES), n_detectors=len(vuln.DETECTORS) if cfg["cls_detector_weight"] else 0,
+                **{k: cfg[k] for k in CLASSIFIER_KEYS if not k.startswith("n_")})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -925,7 +931,10 @@ def train(cfg, dist_info, device, explicit=()):
     task = None
     if cfg["task"] == "classify":
         task = vuln.ClassifyTask(sampler, cfg)
-        task.prepare_model(model)
+        try:
+            task.prepare_model(model)
+        except DataError as e:
+            raise SystemExit(f"error: {e}") from None
     trainer = Trainer(cfg, dist_info, device, dtype, sampler, model, model_args, token_bytes, task)
     if state is not None:
         trainer.restore(state)

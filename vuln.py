@@ -33,15 +33,17 @@ import torch
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from compiler.labels import CLASSES  # noqa: E402  (the dataset's `big` classes, in its index order)
+from compiler.labels import CLASSES, DETECTORS  # noqa: E402  (the dataset's `big` classes, in its index order)
 from dataloader import DataError, seeded_generator  # noqa: E402
 
 DATASETS = ("slither-labels", "slither-audited-smart-contracts")
 CLS_TOKEN, PAD_TOKEN = "<|cls|>", -1
+DETECTOR_POS_WEIGHT_CAP = 100.0  # a detector with 2 positives in 2,000 files would weigh 1,000: a few files' noise
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# examples: {"text", "labels" (class names), "group" (package or address), "name"}
+# examples: {"text", "labels" (class names), "group" (package or address), "name"}, and "detectors" (the Slither
+# detectors behind the labels) where the dataset has them
 
 
 def by_package_val(examples, val_fraction):
@@ -81,7 +83,8 @@ def offline_splits(val_fraction=0.2, labels_path=None, tarball_dir=None):
         rows = list(prepare.labelled_examples(None, **kw))
     except PrepareError as e:
         raise DataError(str(e.code).removeprefix("error: ")) from None
-    ex = lambda r: {"text": r["text"], "labels": r["labels"], "group": r["package"],  # noqa: E731
+    ex = lambda r: {"text": r["text"], "labels": r["labels"], "detectors": r["detectors"],  # noqa: E731
+                    "group": r["package"],
                     "name": f"{r['package']}/{r['path']}" + ("" if r["kind"] == "clean" else f" +{r['kind']}")}
     train, val = by_package_val([ex(r) for r in rows if r["split"] == "train"], val_fraction)
     return {"train": train, "val": val, "test": [ex(r) for r in rows if r["split"] == "held_out"]}
@@ -116,12 +119,19 @@ def load_splits(cfg):
     raise DataError(f"--task=classify needs --dataset to be one of {', '.join(DATASETS)}, got {cfg['dataset']!r}")
 
 
-def targets(examples):
-    """(N, n_classes) float32 multi-hot labels."""
-    y = np.zeros((len(examples), len(CLASSES)), dtype=np.float32)
+def targets(examples, key="labels", names=CLASSES):
+    """(N, n_classes) float32 multi-hot labels (key="detectors", names=DETECTORS: the detectors behind them)."""
+    y = np.zeros((len(examples), len(names)), dtype=np.float32)
     for i, e in enumerate(examples):
-        y[i, [CLASSES.index(c) for c in e["labels"]]] = 1
+        y[i, [names.index(c) for c in e[key]]] = 1
     return y
+
+
+def pos_weights(y, cap=float("inf")):
+    """negatives / positives per column of multi-hot targets, at most cap (1 for a column without positives)."""
+    pos = y.sum(0)
+    w = np.where(pos > 0, (len(y) - pos) / np.maximum(pos, 1), 1.0)
+    return torch.tensor(np.minimum(w, cap), dtype=torch.float32)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -186,6 +196,26 @@ def f1_scores(y_true, y_pred):
     return {"per_class": per_class, "micro_f1": float(micro), "macro_f1": float(f1.mean())}
 
 
+def average_precision(y_true, probs):
+    """Per-class average precision of probabilities (N, n_classes): the area under the precision-recall curve,
+    sum over distinct cuts (highest first) of the recall gained times the precision there (scikit-learn's
+    average_precision_score); None for a class without positives. Threshold-free: how well the files are ranked."""
+    y_true, probs = np.asarray(y_true, bool), np.asarray(probs, dtype=np.float64)
+    out = []
+    for c in range(y_true.shape[1]):
+        y, p = y_true[:, c], probs[:, c]
+        if not y.any():
+            out.append(None)
+            continue
+        order = np.argsort(-p, kind="stable")
+        y, p = y[order], p[order]
+        last = np.r_[np.flatnonzero(np.diff(p)), len(p) - 1]  # the last file of each run of equal probabilities
+        tp = np.cumsum(y)[last]
+        precision, recall = tp / (last + 1), tp / y.sum()
+        out.append(float(np.sum(np.diff(np.r_[0.0, recall]) * precision)))
+    return out
+
+
 def decide(probs, thresholds):
     """0/1 labels (N, n_classes): classes at or above their threshold; a file with none gets the class closest to
     its threshold (every file has at least one label: a vulnerability class or `safe`)."""
@@ -237,14 +267,21 @@ class ClassifySampler:
         self.windows = {s: encode_files(tok, [e["text"] for e in ex], block_size, max_windows)
                         for s, ex in splits.items()}
         self.y = {s: targets(ex) for s, ex in splits.items()}
+        # detector targets where every file has them (slither-labels); batches carry them once the model predicts them
+        has_detectors = all("detectors" in e for ex in splits.values() for e in ex)
+        self.y_detectors = {s: targets(ex, "detectors", DETECTORS) for s, ex in splits.items()} \
+            if has_detectors else None
+        self.with_detectors = False
         self.meta = {"tokenizer": tok.name, "tokenizer_hash": tok.hash, "vocab_size": tok.n_vocab,
                      "dataset": dataset, "classes": list(CLASSES)}
 
     def pos_weight(self):
-        """negatives / positives per class on the train split (1 for a class without positives)."""
-        y = self.y["train"]
-        pos = y.sum(0)
-        return torch.tensor(np.where(pos > 0, (len(y) - pos) / np.maximum(pos, 1), 1.0), dtype=torch.float32)
+        """negatives / positives per class on the train split (1 for a class without positives); with detectors,
+        theirs follow (capped at DETECTOR_POS_WEIGHT_CAP)."""
+        w = pos_weights(self.y["train"])
+        if self.with_detectors:
+            w = torch.cat([w, pos_weights(self.y_detectors["train"], DETECTOR_POS_WEIGHT_CAP)])
+        return w
 
     @functools.lru_cache(maxsize=4)
     def _order(self, epoch):
@@ -253,7 +290,10 @@ class ClassifySampler:
 
     def batch(self, split, rows):
         x = stack_windows([self.windows[split][i] for i in rows], self.max_windows)
-        y = torch.from_numpy(self.y[split][rows])
+        y = self.y[split][rows]
+        if self.with_detectors:
+            y = np.concatenate([y, self.y_detectors[split][rows]], 1)
+        y = torch.from_numpy(y)
         return x.to(self.device), y.to(self.device)
 
     def get_batch(self, split="train"):
@@ -313,7 +353,7 @@ class ClassifyTask:
 
     def __init__(self, sampler, cfg):
         self.sampler, self.cfg = sampler, cfg
-        self.pos_weight = sampler.pos_weight()
+        self.pos_weight = sampler.pos_weight()[:len(CLASSES)]  # the classes' (the reported losses are theirs)
         n = min(len(sampler.windows["train"]), cfg["eval_iters"] * cfg["batch_size"])
         self.train_rows = sampler._order(-1)[:n]  # a fixed slice of train files, its own stream
         self.thresholds = [0.5] * len(CLASSES)
@@ -321,7 +361,13 @@ class ClassifyTask:
     def prepare_model(self, model):
         """Before the optimizer is built: the loss's class weights, and the frozen part (embeddings + the lowest
         cls_freeze_layers blocks: fewer weights to fit on a few hundred labelled files, and a cheaper backward)."""
-        model.cls_pos_weight.copy_(self.pos_weight)
+        if model.config.n_detectors:
+            if self.sampler.y_detectors is None:
+                raise DataError(f"this classifier also predicts Slither detectors, which --dataset="
+                                f"{self.cfg['dataset']} does not label: use --dataset=slither-labels")
+            self.sampler.with_detectors = True
+            model.cls_detector_weight = float(self.cfg["cls_detector_weight"])
+        model.cls_pos_weight.copy_(self.sampler.pos_weight())
         k = self.cfg["cls_freeze_layers"]
         if k:
             frozen = [model.transformer.wte, model.transformer.wpe, *model.transformer.h[:k]]
@@ -362,7 +408,11 @@ def make_sampler(cfg, dist_info, device):
         raise DataError(str(e)) from None
     if CLS_TOKEN not in tok.special_tokens:
         raise DataError(f"tokenizer {tok.name} has no {CLS_TOKEN} token, which classification needs")
-    return ClassifySampler(load_splits(cfg), tok, cfg["block_size"], cfg["batch_size"], cfg["cls_max_windows"],
+    splits = load_splits(cfg)
+    if cfg["cls_detector_weight"] and not all("detectors" in e for ex in splits.values() for e in ex):
+        raise DataError(f"--cls_detector_weight needs the Slither detectors behind each label, which --dataset="
+                        f"{cfg['dataset']} does not have: use --dataset=slither-labels or --cls_detector_weight=0")
+    return ClassifySampler(splits, tok, cfg["block_size"], cfg["batch_size"], cfg["cls_max_windows"],
                            device, cfg["seed"], dist_info.rank, dist_info.world_size, cfg["dataset"])
 
 
@@ -386,7 +436,7 @@ CODE_TOKEN = r"[A-Za-z_$][\w$]*|\d+|[^\s\w]"  # identifiers, numbers, single pun
 
 def tfidf_baseline(splits, cs=(1.0, 10.0, 100.0)):
     """TF-IDF over code-token 1-3-grams + one-vs-rest logistic regression (class_weight balanced), C picked and
-    per-class thresholds tuned on the validation split. Returns (test 0/1 predictions, info)."""
+    per-class thresholds tuned on the validation split. Returns (test 0/1 predictions, info, test probabilities)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -414,5 +464,6 @@ def tfidf_baseline(splits, cs=(1.0, 10.0, 100.0)):
         if best is None or score > best[0]:
             best = (score, c, thr, predict_proba)
     score, c, thr, predict_proba = best
-    return decide(predict_proba(X["test"]), thr), {"C": c, "val_macro_f1": score, "thresholds": thr,
-                                                    "features": len(vec.vocabulary_)}
+    test_p = predict_proba(X["test"])
+    return decide(test_p, thr), {"C": c, "val_macro_f1": score, "thresholds": thr,
+                                 "features": len(vec.vocabulary_)}, test_p

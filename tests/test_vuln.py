@@ -126,6 +126,63 @@ def test_init_from_a_language_model_loads_every_weight_and_adds_the_head(tmp_pat
         "cls_head.score.weight", "cls_head.score.bias", "cls_head.out.weight", "cls_head.out.bias"}
 
 
+def with_detectors(splits):
+    """The hub fixture's splits as slither-labels has them: each file also names the detectors behind its labels."""
+    return {s: [{**e, "detectors": ["tx-origin"] if "access-control" in e["labels"] else []} for e in ex]
+            for s, ex in splits.items()}
+
+
+def test_detector_head_trains_beside_the_classes_and_classify_returns_the_classes(tmp_path, hub, monkeypatch):
+    monkeypatch.setattr(vuln, "load_splits", lambda cfg: with_detectors(vuln.hub_splits(hub)))
+    assert train_here(tmp_path / "out", hub, "--max_iters=8", "--lr_decay_iters=8", "--cls_detector_weight=1.0",
+                      "--dataset=slither-labels") == 0
+    ckpt = torch.load(tmp_path / "out" / "model.pt", weights_only=True)
+    assert ckpt["model_args"]["n_detectors"] == len(vuln.DETECTORS) == 38
+    assert ckpt["model"]["cls_head.out.weight"].shape == (6 + 38, 32) and len(ckpt["thresholds"]) == 6
+    model, _ = ckpt_io.load_model(tmp_path / "out" / "model.pt")
+    x = vuln.stack_windows(vuln.encode_files(__import__("tokenizer").get_tokenizer(), [contract(0, True)], 64, 3), 3)
+    with torch.no_grad():
+        logits, per_window = model.classify(x)
+        both, _ = model.classify(x, with_detectors=True)
+    assert logits.shape == (1, 6) and per_window.shape == (1, 3, 6) and both.shape == (1, 44)
+    assert torch.equal(both[:, :6], logits)
+    # the detector outputs were trained: tx-origin (the fixture's only detector) rose above the detectors never seen
+    tx, never = 6 + vuln.DETECTORS.index("tx-origin"), 6 + vuln.DETECTORS.index("reentrancy-eth")
+    assert both[0, tx] > both[0, never]
+
+
+def test_detector_loss_is_added_with_its_weight_and_zero_weight_is_the_class_loss():
+    torch.manual_seed(0)
+    cfg = dict(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=128, n_classes=6, cls_token_pool="maxmean")
+    plain, both = GPT(GPTConfig(**cfg)), GPT(GPTConfig(**cfg, n_detectors=4))
+    state = plain.state_dict()  # the same trunk; the class rows of the wider head are plain's head
+    state["cls_head.out.weight"] = torch.cat([state["cls_head.out.weight"], torch.randn(4, 64)])
+    state["cls_head.out.bias"] = torch.cat([state["cls_head.out.bias"], torch.randn(4)])
+    both.load_state_dict(state)
+    plain.eval(), both.eval()
+    x = torch.randint(0, 127, (3, 2, 16))
+    y = torch.randint(0, 2, (3, 10)).float()
+    plain.cls_pos_weight.fill_(3.0), both.cls_pos_weight.fill_(3.0)
+    _, class_loss = plain(x, y[:, :6])
+    _, zero = both(x, y)
+    torch.testing.assert_close(zero, class_loss, rtol=0, atol=1e-6)
+    both.cls_detector_weight = 0.5
+    logits, half = both(x, y)
+    assert logits.shape == (3, 6)
+    det = torch.nn.functional.binary_cross_entropy_with_logits(
+        both.classify(x, with_detectors=True)[0][:, 6:], y[:, 6:], pos_weight=torch.full((4,), 3.0))
+    torch.testing.assert_close(half, class_loss + 0.5 * det, rtol=1e-6, atol=1e-6)
+
+
+def test_detector_weight_without_detector_labels_is_a_one_line_error(tmp_path, hub, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_here(tmp_path / "out", hub, "--max_iters=1", "--cls_detector_weight=1.0")
+    assert str(e.value) == ("error: --cls_detector_weight needs the Slither detectors behind each label, which "
+                            "--dataset=slither-audited-smart-contracts does not have: use --dataset=slither-labels "
+                            "or --cls_detector_weight=0")
+    assert not (tmp_path / "out" / "model.pt").exists()
+
+
 # ------------------------------------------------------------------------------------------------ windows, pooling
 def tiny_classifier(pool="attention", token_pool="cls", seed=0):
     torch.manual_seed(seed)
@@ -207,6 +264,19 @@ def test_f1_scores_on_a_hand_computed_example():
     assert s["per_class"]["reentrancy"]["f1"] == 0.0
     assert s["macro_f1"] == pytest.approx((0.5 + 2 / 3) / 6)
     assert s["micro_f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 2))  # tp 2, fp 1, fn 2
+
+
+def test_average_precision_matches_scikit_learn_with_ties_and_an_empty_class():
+    from sklearn.metrics import average_precision_score
+    rng = np.random.default_rng(0)
+    y = rng.random((60, 3)) < 0.3
+    probs = np.round(rng.random((60, 3)), 1)  # rounded: many ties, which one cut takes together
+    y[:, 2] = False
+    ap = vuln.average_precision(y, probs)
+    assert ap[2] is None
+    for k in (0, 1):
+        assert ap[k] == pytest.approx(average_precision_score(y[:, k], probs[:, k]), abs=1e-12)
+    assert vuln.average_precision([[1], [0], [1]], [[0.9], [0.8], [0.1]]) == [pytest.approx((1 + 2 / 3) / 2)]
 
 
 def test_thresholds_and_decide():
@@ -318,10 +388,15 @@ def test_bench_vuln_section_on_the_hub_fixture(tmp_path, classifier, hub, monkey
     report = bench.bench_vuln(classifier, "cpu", hub_path=hub)
     for part in (report, report["hub_test"]):
         assert part["n_test"] == 8 and set(part["per_class"]) == set(vuln.CLASSES)
-        for key in ("micro_f1", "macro_f1", "baseline_majority_macro_f1", "baseline_tfidf_macro_f1"):
+        for key in ("micro_f1", "macro_f1", "baseline_majority_macro_f1", "baseline_tfidf_macro_f1", "macro_ap",
+                    "baseline_tfidf_macro_ap"):
             assert 0 <= part[key] <= 1
+        # only access-control and safe have positives: the other classes have no average precision
+        assert [c for c, x in part["per_class"].items() if x["average_precision"] is not None] == [
+            "access-control", "safe"]
     # the fixture is separable by `tx.origin`: TF-IDF finds it; the majority (safe everywhere) gets safe's F1 / 6
     assert report["baseline_tfidf_macro_f1"] == pytest.approx((1 + 1) / 6)
+    assert report["baseline_tfidf_macro_ap"] == pytest.approx(1.0)  # a perfect ranking of both classes
     assert report["baseline_majority_macro_f1"] == pytest.approx(2 * 4 / (2 * 4 + 4) / 6)
 
 
