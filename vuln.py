@@ -127,6 +127,11 @@ def targets(examples, key="labels", names=CLASSES):
     return y
 
 
+def has_detector_labels(splits):
+    """Whether every file of every split names the Slither detectors behind its labels (slither-labels does)."""
+    return all("detectors" in e for ex in splits.values() for e in ex)
+
+
 def pos_weights(y, cap=float("inf")):
     """negatives / positives per column of multi-hot targets, at most cap (1 for a column without positives)."""
     pos = y.sum(0)
@@ -268,9 +273,8 @@ class ClassifySampler:
                         for s, ex in splits.items()}
         self.y = {s: targets(ex) for s, ex in splits.items()}
         # detector targets where every file has them (slither-labels); batches carry them once the model predicts them
-        has_detectors = all("detectors" in e for ex in splits.values() for e in ex)
         self.y_detectors = {s: targets(ex, "detectors", DETECTORS) for s, ex in splits.items()} \
-            if has_detectors else None
+            if has_detector_labels(splits) else None
         self.with_detectors = False
         self.meta = {"tokenizer": tok.name, "tokenizer_hash": tok.hash, "vocab_size": tok.n_vocab,
                      "dataset": dataset, "classes": list(CLASSES)}
@@ -353,7 +357,7 @@ class ClassifyTask:
 
     def __init__(self, sampler, cfg):
         self.sampler, self.cfg = sampler, cfg
-        self.pos_weight = sampler.pos_weight()[:len(CLASSES)]  # the classes' (the reported losses are theirs)
+        self.pos_weight = pos_weights(sampler.y["train"])  # the classes' (the reported losses are theirs)
         n = min(len(sampler.windows["train"]), cfg["eval_iters"] * cfg["batch_size"])
         self.train_rows = sampler._order(-1)[:n]  # a fixed slice of train files, its own stream
         self.thresholds = [0.5] * len(CLASSES)
@@ -409,7 +413,7 @@ def make_sampler(cfg, dist_info, device):
     if CLS_TOKEN not in tok.special_tokens:
         raise DataError(f"tokenizer {tok.name} has no {CLS_TOKEN} token, which classification needs")
     splits = load_splits(cfg)
-    if cfg["cls_detector_weight"] and not all("detectors" in e for ex in splits.values() for e in ex):
+    if cfg["cls_detector_weight"] and not has_detector_labels(splits):  # before tokenizing every file
         raise DataError(f"--cls_detector_weight needs the Slither detectors behind each label, which --dataset="
                         f"{cfg['dataset']} does not have: use --dataset=slither-labels or --cls_detector_weight=0")
     return ClassifySampler(splits, tok, cfg["block_size"], cfg["batch_size"], cfg["cls_max_windows"],
