@@ -7,6 +7,8 @@ A file is tokenized and cut into windows of block_size tokens, each ending with 
 model.GPT.classify skips); a causal model's last position has seen its whole window. A file longer than
 max_windows windows keeps max_windows of them evenly spaced over it, first and last included (deterministic, and
 every part of a long file has a chance; the model sees at most max_windows * (block_size - 1) tokens of a file).
+With cls_window_shift, each training draw of a file moves its window boundaries by a random offset (evaluation,
+bench.py and classify.py keep the fixed cut).
 The head pools the windows' <|cls|> states (attention or max, config.cls_pool) into 6 sigmoid outputs, one per `big`
 class of the Slither dataset; the loss is BCE with per-class pos_weight = negatives / positives of the train split.
 
@@ -143,24 +145,27 @@ def pos_weights(y, cap=float("inf")):
 # windows
 
 
-def window_starts(n_tokens, block_size, max_windows):
+def window_starts(n_tokens, block_size, max_windows, shift=0):
     """Token offsets of a file's windows (block_size - 1 tokens each, + <|cls|>): all of them, or max_windows evenly
-    spaced over the file (first and last included) when there are more."""
+    spaced over the file (first and last included) when there are more. shift (0 < shift < block_size - 1) moves
+    every boundary after the first window (which then holds the file's first `shift` tokens) that far right."""
     step = block_size - 1
-    starts = list(range(0, max(n_tokens, 1), step))
+    starts = ([0] if shift else []) + list(range(shift, max(n_tokens, 1), step))
     if len(starts) > max_windows:
         starts = [starts[round(i * (len(starts) - 1) / (max_windows - 1))] for i in range(max_windows)] \
             if max_windows > 1 else starts[:1]
     return starts
 
 
-def file_windows(ids, block_size, max_windows, cls_id):
-    """(W, block_size) int32 windows of one tokenized file, each ids[s:s + block_size - 1] + <|cls|>, right-padded
-    with -1; plus the token offset of each window (to map a window back to the source)."""
-    starts = window_starts(len(ids), block_size, max_windows)
+def file_windows(ids, block_size, max_windows, cls_id, shift=0):
+    """(W, block_size) int32 windows of one tokenized file, each ids[s:s + block_size - 1] (or up to the next
+    window's start) + <|cls|>, right-padded with -1; plus the token offset of each window (to map a window back to
+    the source)."""
+    starts = window_starts(len(ids), block_size, max_windows, shift)
     out = np.full((len(starts), block_size), PAD_TOKEN, dtype=np.int32)
     for w, s in enumerate(starts):
-        piece = ids[s:s + block_size - 1]
+        end = min(s + block_size - 1, starts[w + 1] if w + 1 < len(starts) else len(ids))
+        piece = ids[s:end]
         out[w, :len(piece)] = piece
         out[w, len(piece)] = cls_id
     return out, starts
@@ -261,7 +266,7 @@ class ClassifySampler:
     an endless sequence of epochs, each a permutation of the train files seeded by (seed, epoch)."""
 
     def __init__(self, splits, tok, block_size, batch_size, max_windows, device="cpu", seed=1337, rank=0,
-                 world_size=1, dataset=""):
+                 world_size=1, dataset="", window_shift=False):
         if not splits["train"] or not splits["val"]:
             raise DataError(f"--dataset={dataset}: the train or validation split has no labelled files")
         self.splits, self.dataset = splits, dataset
@@ -271,6 +276,10 @@ class ClassifySampler:
         self.step = 0
         self.windows = {s: encode_files(tok, [e["text"] for e in ex], block_size, max_windows)
                         for s, ex in splits.items()}
+        # window_shift: each training draw of a file cuts it at its own random offset, so the boundaries (and what
+        # shares a window) change between epochs; evaluation and classify.py keep the fixed cut
+        self.cls_id, self.window_shift = tok.special_tokens[CLS_TOKEN], window_shift
+        self.train_ids = tok.encode_batch([e["text"] for e in splits["train"]]) if window_shift else None
         self.y = {s: targets(ex) for s, ex in splits.items()}
         # detector targets where every file has them (slither-labels); batches carry them once the model predicts them
         self.y_detectors = {s: targets(ex, "detectors", DETECTORS) for s, ex in splits.items()} \
@@ -292,8 +301,11 @@ class ClassifySampler:
         n = len(self.windows["train"])
         return torch.randperm(n, generator=seeded_generator(self.seed, "train", epoch)).tolist()
 
-    def batch(self, split, rows):
-        x = stack_windows([self.windows[split][i] for i in rows], self.max_windows)
+    def batch(self, split, rows, shifts=None):
+        windows = [self.windows[split][i] for i in rows] if shifts is None else \
+            [file_windows(self.train_ids[i], self.block_size, self.max_windows, self.cls_id, k)[0]
+             for i, k in zip(rows, shifts)]
+        x = stack_windows(windows, self.max_windows)
         y = self.y[split][rows]
         if self.with_detectors:
             y = np.concatenate([y, self.y_detectors[split][rows]], 1)
@@ -308,7 +320,11 @@ class ClassifySampler:
         for pos in range(index * B, index * B + B):
             epoch, i = divmod(pos, n)
             rows.append(self._order(epoch)[i])
-        return self.batch("train", rows)
+        shifts = None
+        if self.window_shift:  # a function of (seed, micro-batch index) only: resume stays exact
+            g = seeded_generator(self.seed, "train", f"window-shift:{index}")
+            shifts = torch.randint(0, self.block_size - 1, (B,), generator=g).tolist()
+        return self.batch("train", rows, shifts)
 
     def state_dict(self):
         return {"step": self.step, "seed": self.seed, "world_size": self.world_size, "dataset": self.dataset,
@@ -417,7 +433,8 @@ def make_sampler(cfg, dist_info, device):
         raise DataError(f"--cls_detector_weight needs the Slither detectors behind each label, which --dataset="
                         f"{cfg['dataset']} does not have: use --dataset=slither-labels or --cls_detector_weight=0")
     return ClassifySampler(splits, tok, cfg["block_size"], cfg["batch_size"], cfg["cls_max_windows"],
-                           device, cfg["seed"], dist_info.rank, dist_info.world_size, cfg["dataset"])
+                           device, cfg["seed"], dist_info.rank, dist_info.world_size, cfg["dataset"],
+                           cfg["cls_window_shift"])
 
 
 def is_classifier(ckpt):

@@ -91,10 +91,11 @@ def test_classifier_trains_and_its_checkpoint_loads_weights_only(tmp_path, hub, 
     assert model.config.n_classes == 6
 
 
-def test_classifier_resume_is_exact(tmp_path, hub, one_thread):
-    args = ["--max_iters=8", "--lr_decay_iters=8", "--dropout=0.1"]
+@pytest.mark.parametrize("shift", [False, True])
+def test_classifier_resume_is_exact(tmp_path, hub, one_thread, shift):
+    args = ["--max_iters=8", "--lr_decay_iters=8", "--dropout=0.1", f"--cls_window_shift={shift}"]
     assert train_here(tmp_path / "full", hub, *args) == 0
-    assert train_here(tmp_path / "part", hub, "--max_iters=4", "--lr_decay_iters=8", "--dropout=0.1") == 0
+    assert train_here(tmp_path / "part", hub, *args[1:], "--max_iters=4") == 0
     assert train_here(tmp_path / "part", hub, *args, "--init_from=resume") == 0
     loss = lambda d: {r["iter"]: r["loss"] for r in metrics(d) if "loss" in r}  # noqa: E731
     assert loss(tmp_path / "full") == loss(tmp_path / "part")
@@ -219,6 +220,23 @@ def test_long_files_keep_evenly_spaced_windows_first_and_last():
     assert vuln.window_starts(0, 16, 8) == [0]
     starts = vuln.window_starts(15 * 20, 16, 4)  # 20 windows, 4 kept
     assert starts == [0, 15 * 6, 15 * 13, 15 * 19]
+
+
+def test_shifted_windows_cover_every_token_once_and_the_sampler_draws_them_reproducibly(hub):
+    ids = list(range(1, 40))
+    for shift in range(15):  # windows of 15 tokens + <|cls|>
+        w, starts = vuln.file_windows(ids, 16, 8, cls_id=127, shift=shift)
+        assert [t for row in w for t in row if t not in (-1, 127)] == ids
+        assert starts == ([0, shift, shift + 15, shift + 30][:3 + (0 < shift < 9)] if shift else [0, 15, 30])
+        assert ((w == 127).sum(1) == 1).all()  # one <|cls|> per window, after its tokens
+    from tokenizer import get_tokenizer
+    splits = vuln.hub_splits(hub)
+    make = lambda shift: vuln.ClassifySampler(splits, get_tokenizer(), 64, 4, 3, window_shift=shift)  # noqa: E731
+    plain, shifted, again = make(False), make(True), make(True)
+    draws = [(shifted.get_batch()[0], again.get_batch()[0], plain.get_batch()[0]) for _ in range(6)]
+    assert all(torch.equal(a, b) for a, b, _ in draws)  # a function of (seed, micro-batch index)
+    assert any(not torch.equal(a, c) for a, _, c in draws)  # and not the fixed cut
+    assert all(np.array_equal(shifted.windows[s][0], plain.windows[s][0]) for s in ("val", "test"))  # eval: fixed
 
 
 # ------------------------------------------------------------------------------------------------ splits
