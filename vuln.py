@@ -180,10 +180,14 @@ def stack_windows(windows, max_windows):
     return torch.from_numpy(x)
 
 
+def windows_of(tokenized, block_size, max_windows, cls_id):
+    """Windows of each tokenized file (the fixed cut)."""
+    return [file_windows(ids, block_size, max_windows, cls_id)[0] for ids in tokenized]
+
+
 def encode_files(tok, texts, block_size, max_windows):
     """Windows of each text (tokenized in parallel)."""
-    cls_id = tok.special_tokens[CLS_TOKEN]
-    return [file_windows(ids, block_size, max_windows, cls_id)[0] for ids in tok.encode_batch(texts)]
+    return windows_of(tok.encode_batch(texts), block_size, max_windows, tok.special_tokens[CLS_TOKEN])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -274,12 +278,12 @@ class ClassifySampler:
         self.device = torch.device(device)
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.step = 0
-        self.windows = {s: encode_files(tok, [e["text"] for e in ex], block_size, max_windows)
-                        for s, ex in splits.items()}
+        self.cls_id, self.window_shift = tok.special_tokens[CLS_TOKEN], window_shift
+        tokenized = {s: tok.encode_batch([e["text"] for e in ex]) for s, ex in splits.items()}
+        self.windows = {s: windows_of(ids, block_size, max_windows, self.cls_id) for s, ids in tokenized.items()}
         # window_shift: each training draw of a file cuts it at its own random offset, so the boundaries (and what
         # shares a window) change between epochs; evaluation and classify.py keep the fixed cut
-        self.cls_id, self.window_shift = tok.special_tokens[CLS_TOKEN], window_shift
-        self.train_ids = tok.encode_batch([e["text"] for e in splits["train"]]) if window_shift else None
+        self.train_ids = tokenized["train"] if window_shift else None
         self.y = {s: targets(ex) for s, ex in splits.items()}
         # detector targets where every file has them (slither-labels); batches carry them once the model predicts them
         self.y_detectors = {s: targets(ex, "detectors", DETECTORS) for s, ex in splits.items()} \

@@ -18,8 +18,8 @@
 # 0.806, with learning_rate 1e-4 and the head at 30x 0.826; that without dropout 0.815 (seed 1338: 0.820) and 2.5x
 # faster; then 16 files a step for 260 steps (this config, 10.5 minutes there on 2 cores) 0.818 (seed 1338:
 # 0.824), with a better validation AP and BCE; learning_rate 2e-4 for it 0.832 in one run, about the seed spread;
-# 5e-5 0.791; cls_window_shift 0.821 (seed 1338: 0.820); from a language model trained 1,257 iterations (bpb 1.51 vs 1.71)
-# 0.814 (with cls_window_shift: 0.819) (README, Vulnerability detection).
+# 5e-5 0.791; cls_window_shift 0.821 (seed 1338: 0.820); from a language model trained 1,257 iterations (bpb 1.51
+# vs 1.71) 0.814 (with cls_window_shift: 0.819) (README, Vulnerability detection).
 
 task = "classify"
 dataset = "slither-labels"  # data/slither-labels/labels.json: train side minus a by-package validation slice
