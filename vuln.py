@@ -332,7 +332,7 @@ class ClassifySampler:
 
     def state_dict(self):
         return {"step": self.step, "seed": self.seed, "world_size": self.world_size, "dataset": self.dataset,
-                "task": "classify"}
+                "window_shift": self.window_shift, "task": "classify"}
 
     def load_state_dict(self, state):
         if state.get("task") != "classify":
@@ -341,6 +341,9 @@ class ClassifySampler:
         if (state.get("seed"), state.get("dataset")) != (self.seed, self.dataset):
             raise DataError(f"the checkpoint was trained with --seed={state.get('seed')} on "
                             f"--dataset={state.get('dataset')}; resume with the same seed and dataset")
+        if state.get("window_shift", False) != self.window_shift:  # it draws other batches: resume would not be exact
+            raise DataError(f"the checkpoint was trained with --cls_window_shift={state.get('window_shift', False)}; "
+                            f"resume with the same")
         if state["step"] % self.world_size:
             raise DataError(f"the checkpoint drew {state['step']} micro-batches, which {self.world_size} processes "
                             f"cannot split evenly")

@@ -237,6 +237,10 @@ def test_shifted_windows_cover_every_token_once_and_the_sampler_draws_them_repro
     assert all(torch.equal(a, b) for a, b, _ in draws)  # a function of (seed, micro-batch index)
     assert any(not torch.equal(a, c) for a, _, c in draws)  # and not the fixed cut
     assert all(np.array_equal(shifted.windows[s][0], plain.windows[s][0]) for s in ("val", "test"))  # eval: fixed
+    shifted.load_state_dict(again.state_dict())  # the same stream: resumes
+    with pytest.raises(vuln.DataError, match=r"^the checkpoint was trained with --cls_window_shift=True; resume with "
+                                             r"the same$"):
+        plain.load_state_dict(shifted.state_dict())
 
 
 # ------------------------------------------------------------------------------------------------ splits
