@@ -21,9 +21,15 @@ from __future__ import annotations
 import hashlib
 import re
 
-KINDS = ("reentrancy", "unchecked-send", "unchecked-call", "tx-origin", "timestamp", "overflow")
+BASE_KINDS = ("reentrancy", "unchecked-send", "unchecked-call", "tx-origin", "timestamp", "overflow")
+# Added later, for train files only (data/slither-labels/prepare.py): the held-out split keeps the variants every
+# earlier number was measured on. Each gives a pattern-level positive to a class whose clean positives are mostly one
+# style of code (arithmetic: assembly-heavy math libraries; other: solady's assembly).
+EXTRA_KINDS = ("divide-before-multiply", "strict-equality")
+KINDS = BASE_KINDS + EXTRA_KINDS
 EXPECTED = {"reentrancy": "reentrancy-eth", "unchecked-send": "unchecked-send", "unchecked-call": "unchecked-lowlevel",
-            "tx-origin": "tx-origin", "timestamp": "weak-prng", "overflow": "tautology"}
+            "tx-origin": "tx-origin", "timestamp": "weak-prng", "overflow": "tautology",
+            "divide-before-multiply": "divide-before-multiply", "strict-equality": "incorrect-equality"}
 # Plausible names per role (disjoint pools, so two roles of one snippet never share a name).
 NAMES = {
     "balances": ("pendingWithdrawals", "userBalances", "credits", "deposits", "refunds", "escrowed"),
@@ -38,10 +44,14 @@ NAMES = {
     "play": ("play", "enterDraw", "tryLuck", "spin", "drawWinner", "joinRound"),
     "ledger": ("ledger", "accountBalances", "holdings", "tokenBalances", "balanceSheet", "accounts"),
     "transfer_fn": ("move", "transferUnits", "sendUnits", "shiftBalance", "moveTokens", "relay"),
+    "share_fn": ("quoteShare", "computeFee", "prorate", "feeFor", "scaleAmount", "splitReward"),
+    "funded_fn": ("isFunded", "reachedGoal", "isSettled", "fullyPaid", "targetMet", "isBalanced"),
+    "goal": ("fundingGoal", "targetBalance", "expectedBalance", "goalAmount", "requiredBalance", "settleAmount"),
 }
 ROLES = {"reentrancy": ("balances", "withdraw"), "unchecked-send": ("send_fn",),
          "unchecked-call": ("call_fn", "callee"), "tx-origin": ("owner", "set_owner", "new_owner"),
-         "timestamp": ("winner", "play"), "overflow": ("ledger", "transfer_fn")}
+         "timestamp": ("winner", "play"), "overflow": ("ledger", "transfer_fn"),
+         "divide-before-multiply": ("share_fn",), "strict-equality": ("goal", "funded_fn")}
 _IDENT_RE = re.compile(r"\b[A-Za-z_$][\w$]*\b")
 
 
@@ -105,6 +115,16 @@ def snippet(kind: str, version: str, names: dict[str, str] | None = None) -> str
         return (f"    address {n['winner']};\n"
                 f"    function {n['play']}() public {{\n"
                 f"        if (block.timestamp % 15 == 0) {{ {n['winner']} = msg.sender; }}\n"
+                f"    }}\n")
+    if kind == "divide-before-multiply":  # precision lost: the division truncates before the product
+        return (f"    function {n['share_fn']}(uint256 amount, uint256 total, uint256 rate) public pure "
+                f"returns (uint256) {{\n"
+                f"        return amount / total * rate;\n"
+                f"    }}\n")
+    if kind == "strict-equality":  # a state decided by an exact ether balance, which anyone can move by sending ether
+        return (f"    uint256 {n['goal']} = 10 ether;\n"
+                f"    function {n['funded_fn']}() public view returns (bool) {{\n"
+                f"        return address(this).balance == {n['goal']};\n"
                 f"    }}\n")
     # overflow: unchecked subtraction guarded by an always-true check (SolidiFI intou)
     if m >= 8:

@@ -135,6 +135,14 @@ def test_slither_confirms_an_injected_tx_origin(tmp_path):
     assert labels.analyse("HostInj.sol", working_dir=tmp_path)["detectors"] == ["tx-origin"]
 
 
+@needs_node
+@pytest.mark.parametrize("kind", inject.EXTRA_KINDS)
+def test_slither_confirms_the_extra_injections_alone(tmp_path, kind):
+    text = HOST.replace("PRAGMA", "^0.6.0")
+    (tmp_path / "HostInj.sol").write_text(inject.inject(text, kind, "0.6.12")[0])
+    assert labels.analyse("HostInj.sol", working_dir=tmp_path)["detectors"] == [inject.EXPECTED[kind]]
+
+
 # --------------------------------------------------------------------------------------------------- prepare helpers
 def test_pick_dependency():
     versions = ["5.7.0", "4.9.6", "3.4.2"]
@@ -147,12 +155,24 @@ def test_pick_dependency():
 
 def test_make_jobs_alternates_kinds_and_skips_overflow_on_08():
     files = [{"solc": "0.8.37", "n": i} for i in range(7)]
-    kinds = [j["kind"] for j in prepare.make_jobs(files, inject_every=1)]
+    kinds = [j["kind"] for j in prepare.make_jobs(files, inject_every=1, extra_every=0)]
     assert kinds[0::2] == ["clean"] * 7
     assert kinds[1::2] == ["reentrancy", "unchecked-send", "unchecked-call", "tx-origin", "timestamp",
                            "reentrancy", "unchecked-send"]
-    assert [j["kind"] for j in prepare.make_jobs(files[:4], inject_every=2)] == \
+    assert [j["kind"] for j in prepare.make_jobs(files[:4], inject_every=2, extra_every=0)] == \
         ["clean", "reentrancy", "clean", "clean", "unchecked-send", "clean"]
+
+
+def test_make_jobs_adds_extra_kinds_to_train_files_only_and_keeps_the_base_turns():
+    files = [{"solc": "0.8.37", "split": "train", "n": i} for i in range(5)]
+    kinds = [j["kind"] for j in prepare.make_jobs(files, inject_every=1, extra_every=2)]
+    assert kinds == ["clean", "reentrancy", "divide-before-multiply", "clean", "unchecked-send",
+                     "clean", "unchecked-call", "strict-equality", "clean", "tx-origin",
+                     "clean", "timestamp", "divide-before-multiply"]
+    base = [k for k in kinds if k not in inject.EXTRA_KINDS]  # the variants made before extra kinds existed
+    assert base == [j["kind"] for j in prepare.make_jobs(files, inject_every=1, extra_every=0)]
+    held = [{"solc": "0.7.6", "split": "held_out"}]
+    assert [j["kind"] for j in prepare.make_jobs(held, inject_every=1, extra_every=1)] == ["clean", *inject.BASE_KINDS]
 
 
 def test_round_robin():
@@ -192,8 +212,11 @@ def test_prepare_rejects_bad_arguments_in_one_line(capsys):
     with pytest.raises(SystemExit) as e:
         prepare.main(["--workers", "0"])
     assert e.value.code == 2
-    assert capsys.readouterr().err == ("error: --workers and --timeout_s must be >= 1 and --inject_every >= 0 "
-                                       "(see --help)\n")
+    assert capsys.readouterr().err == ("error: --workers and --timeout_s must be >= 1, --inject_every and "
+                                       "--extra_every >= 0 (see --help)\n")
+    with pytest.raises(SystemExit) as e:
+        prepare.main(["--extra_every", "-1"])
+    assert e.value.code == 2
 
 
 def _tarball(path, files: dict):
@@ -226,8 +249,11 @@ def test_prepare_end_to_end_on_two_tiny_packages(tmp_path):
     assert got == {
         ("@acme/bank@1.0.0", "clean"): ("train", "ok", ["reentrancy-eth"], ["reentrancy"]),
         ("@acme/bank@1.0.0", "reentrancy"): ("train", "ok", ["reentrancy-eth"], ["reentrancy"]),
+        # a train file also gets an extra kind (the first train file: extra_every 2 counts from it)
+        ("@acme/bank@1.0.0", "divide-before-multiply"): ("train", "ok", ["divide-before-multiply", "reentrancy-eth"],
+                                                         ["arithmetic", "reentrancy"]),
         ("vault@2.0.0", "clean"): ("held_out", "ok", [], ["safe"]),  # Bank's bug is Bank's, not Vault's
-        # a held-out file gets every kind of bug its compiler allows (0.8: all but overflow)
+        # a held-out file gets every base kind of bug its compiler allows (0.8: all but overflow), no extra kind
         ("vault@2.0.0", "unchecked-send"): ("held_out", "ok", ["arbitrary-send", "unchecked-send"],
                                             ["access-control", "unchecked-calls"]),
         ("vault@2.0.0", "reentrancy"): ("held_out", "ok", ["reentrancy-eth"], ["reentrancy"]),

@@ -1,13 +1,15 @@
 """Label the default corpus's contracts with Slither, and make vulnerable variants by bug injection, offline.
 
-    python data/slither-labels/prepare.py [--workers 2] [--time_budget_min 0] [--inject_every 1] [--out labels.json]
+    python data/slither-labels/prepare.py [--workers 2] [--time_budget_min 0] [--inject_every 1] [--extra_every 2]
+                                          [--out labels.json]
 
 Every .sol file the default corpus keeps (data/solidity-packages: licence filter + dedup) is compiled with the
 solc-js release its pragma picks (compiler/) and analysed by Slither's 38 detectors of the Hugging Face
 slither-audited-smart-contracts dataset; findings outside the analysed file (inherited from an import) are dropped,
 and the detectors map to the dataset's `big` classes (compiler/labels.py, README.md here). Every `inject_every`-th
-file also gets one SolidiFI-style injected bug (compiler/inject.py; the kinds take turns; a held-out file gets every
-kind that applies) and is analysed again: its label is whatever Slither finds, never the kind injected. An existing
+file also gets one SolidiFI-style injected bug (compiler/inject.py; the base kinds take turns, and every
+`extra_every`-th of those train files one extra kind too; a held-out file gets every base kind that applies) and is
+analysed again: its label is whatever Slither finds, never the kind injected. An existing
 labels.json made by the same labeller serves as a cache too (by sha256), so after compiler/inject.py changes only
 the variants are rerun.
 
@@ -140,19 +142,24 @@ def round_robin(groups: list[list]) -> list:
     return [x for row in zip_longest(*groups) for x in row if x is not None]
 
 
-def make_jobs(files: list[dict], inject_every: int, every_kind_in=("held_out",)) -> list[dict]:
-    """A clean job per file, each followed (every inject_every-th file) by one injection, kinds taking turns; files
-    of the splits in every_kind_in get every applicable kind instead (the held-out packages are mostly interfaces
-    and libraries: the few contracts that can host a bug give the test split its positives)."""
-    jobs, turn = [], 0
+def make_jobs(files: list[dict], inject_every: int, extra_every: int = 2, every_kind_in=("held_out",)) -> list[dict]:
+    """A clean job per file, each followed (every inject_every-th file) by one injection of inject.BASE_KINDS, kinds
+    taking turns; every extra_every-th of those also gets one of inject.EXTRA_KINDS (their own turns, so the base
+    kinds' assignment, and the cache, stay as before they existed). Files of the splits in every_kind_in get every
+    applicable base kind instead and no extra kind (the held-out packages are mostly interfaces and libraries: the
+    few contracts that can host a bug give the test split its positives; it stays the split earlier numbers used)."""
+    jobs, turn, extra_turn = [], 0, 0
     for i, f in enumerate(files):
         jobs.append({**f, "kind": "clean"})
         if inject_every and i % inject_every == 0:
-            kinds = [k for k in inject.KINDS if inject.snippet(k, f["solc"]) is not None]
+            kinds = [k for k in inject.BASE_KINDS if inject.snippet(k, f["solc"]) is not None]
             if f.get("split") in every_kind_in:
                 jobs += [{**f, "kind": k} for k in kinds]
                 continue
             jobs.append({**f, "kind": kinds[turn % len(kinds)]})
+            if extra_every and turn % extra_every == 0:
+                jobs.append({**f, "kind": inject.EXTRA_KINDS[extra_turn % len(inject.EXTRA_KINDS)]})
+                extra_turn += 1
             turn += 1
     return jobs
 
@@ -300,13 +307,15 @@ def main(argv=None):
     p.add_argument("--out", type=Path, default=HERE / "labels.json")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--inject_every", type=int, default=1, help="inject a bug into every n-th file (0: none)")
+    p.add_argument("--extra_every", type=int, default=2,
+                   help="every n-th injected train file also gets a bug of inject.EXTRA_KINDS (0: none)")
     p.add_argument("--time_budget_min", type=float, default=0, help="stop starting new files after this (0: none)")
     p.add_argument("--max_files", type=int, default=0, help="label only the first n files of the round-robin (0: all)")
     p.add_argument("--timeout_s", type=int, default=90, help="give up on one file after this")
     p.add_argument("--retry_failed", action="store_true", help="rerun files whose cached result is a failure")
     args = p.parse_args(argv)
-    if args.workers < 1 or args.inject_every < 0 or args.timeout_s < 1:
-        p.error("--workers and --timeout_s must be >= 1 and --inject_every >= 0")
+    if args.workers < 1 or args.inject_every < 0 or args.extra_every < 0 or args.timeout_s < 1:
+        p.error("--workers and --timeout_s must be >= 1, --inject_every and --extra_every >= 0")
     from tqdm import tqdm
     try:
         labels.detector_classes()  # fails here, once, rather than in every worker
@@ -327,7 +336,8 @@ def main(argv=None):
         compiler.ensure_solc(v)  # install before the pool starts, not once per worker
     lid = labeller_id()
     key = lambda job: hashlib.sha256((lid + "\0" + job["sha256"]).encode()).hexdigest()  # noqa: E731
-    jobs = [j for j in (prepare_job(j) for j in make_jobs([f for f in files if f["solc"]], args.inject_every)) if j]
+    jobs = [j for j in (prepare_job(j) for j in make_jobs([f for f in files if f["solc"]], args.inject_every,
+                                                                  args.extra_every)) if j]
     # One entry per (package, path, kind); a rerun's result replaces a cached failure it retries.
     done = {(f["package"], f["path"], "clean"): entry({**f, "kind": "clean", "sha256": sha256(f["text"])},
                                                       {"status": "compile_error", "solc": None, "detectors": [],
