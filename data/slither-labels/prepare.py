@@ -148,7 +148,7 @@ def make_jobs(files: list[dict], inject_every: int, extra_every: int = 2, every_
     kinds' assignment, and the cache, stay as before they existed). Files of the splits in every_kind_in get every
     applicable base kind instead and no extra kind (the held-out packages are mostly interfaces and libraries: the
     few contracts that can host a bug give the test split its positives; it stays the split earlier numbers used)."""
-    jobs, turn, extra_turn = [], 0, 0
+    jobs, turn = [], 0
     for i, f in enumerate(files):
         jobs.append({**f, "kind": "clean"})
         if inject_every and i % inject_every == 0:
@@ -158,8 +158,8 @@ def make_jobs(files: list[dict], inject_every: int, extra_every: int = 2, every_
                 continue
             jobs.append({**f, "kind": kinds[turn % len(kinds)]})
             if extra_every and turn % extra_every == 0:
-                jobs.append({**f, "kind": inject.EXTRA_KINDS[extra_turn % len(inject.EXTRA_KINDS)]})
-                extra_turn += 1
+                extra = inject.EXTRA_KINDS[turn // extra_every % len(inject.EXTRA_KINDS)]
+                jobs.append({**f, "kind": extra})
             turn += 1
     return jobs
 
@@ -336,8 +336,8 @@ def main(argv=None):
         compiler.ensure_solc(v)  # install before the pool starts, not once per worker
     lid = labeller_id()
     key = lambda job: hashlib.sha256((lid + "\0" + job["sha256"]).encode()).hexdigest()  # noqa: E731
-    jobs = [j for j in (prepare_job(j) for j in make_jobs([f for f in files if f["solc"]], args.inject_every,
-                                                                  args.extra_every)) if j]
+    planned = make_jobs([f for f in files if f["solc"]], args.inject_every, args.extra_every)
+    jobs = [j for j in map(prepare_job, planned) if j]
     # One entry per (package, path, kind); a rerun's result replaces a cached failure it retries.
     done = {(f["package"], f["path"], "clean"): entry({**f, "kind": "clean", "sha256": sha256(f["text"])},
                                                       {"status": "compile_error", "solc": None, "detectors": [],
