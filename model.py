@@ -30,7 +30,7 @@ POS_ENCODINGS = ("learned", "rope", "alibi")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu", "relu2")
 INITS = ("gpt2", "zero_proj", "scaled")
-CLS_POOLS = ("attention", "max")
+CLS_POOLS = ("attention", "class_attention", "max")
 CLS_TOKEN_POOLS = ("cls", "max", "maxmean")
 MODEL_CHOICES = {"pos_encoding": POS_ENCODINGS, "norm": NORMS, "mlp": MLPS, "init": INITS, "cls_pool": CLS_POOLS,
                  "cls_token_pool": CLS_TOKEN_POOLS}
@@ -56,7 +56,8 @@ class GPTConfig:
     init: str = "gpt2"  # 'gpt2', 'zero_proj' or 'scaled'
     # classification head (vuln.py): n_classes > 0 adds cls_head; cls_pool is how a file's windows are pooled
     n_classes: int = 0
-    cls_pool: str = "attention"  # 'attention' (learned weights over windows) or 'max'
+    cls_pool: str = "attention"  # 'attention' (learned weights over windows), 'class_attention' (each output its own
+    # weights over windows) or 'max'
     cls_token_pool: str = "cls"  # a window's state: its last (<|cls|>) position's, 'max' over its positions, or
     # 'maxmean': [max, mean] over them (twice as wide: where a pattern is strongest, and how much of the window has it)
     n_detectors: int = 0  # > 0: the head also predicts this many Slither detectors (an auxiliary target, after the
@@ -295,7 +296,9 @@ class GPT(nn.Module):
         if config.n_classes:
             width = config.n_embd * (2 if config.cls_token_pool == "maxmean" else 1)
             self.cls_head = nn.ModuleDict(dict(
-                score=nn.Linear(width, 1),  # attention pooling: one weight per window
+                # attention pooling: one weight per window, or per window and output for class_attention
+                score=nn.Linear(width, config.n_classes + config.n_detectors if config.cls_pool == "class_attention"
+                                else 1),
                 out=nn.Linear(width, config.n_classes + config.n_detectors),
             ))
             # BCE's per-output positive weights, and the detectors' share of the loss: set by the training task from
@@ -419,13 +422,18 @@ class GPT(nn.Module):
         hw = h.new_zeros(B, W, h.size(-1))
         hw[real] = h
         head = self.cls_head
+        window_logits = head.out(hw)
         if self.config.cls_pool == "max":
-            pooled = hw.masked_fill(~real[..., None], float("-inf")).amax(1)
-        else:
+            logits = head.out(hw.masked_fill(~real[..., None], float("-inf")).amax(1))
+        elif self.config.cls_pool == "attention":
             weights = head.score(hw).squeeze(-1).masked_fill(~real, float("-inf")).softmax(1)  # (B, W)
-            pooled = (weights[..., None] * hw).sum(1)
-        window_logits = head.out(hw).masked_fill(~real[..., None], float("-inf"))
-        logits = head.out(pooled)
+            logits = head.out((weights[..., None] * hw).sum(1))
+        else:  # class_attention: out applied to each output's own pooled state; out is linear and the weights sum
+            # to 1, so that is each output's weighted mean of the window logits (one window's bug wins its class's
+            # weight without taking the others' from windows that hold theirs)
+            weights = head.score(hw).masked_fill(~real[..., None], float("-inf")).softmax(1)  # (B, W, n_out)
+            logits = (weights * window_logits.masked_fill(~real[..., None], 0.0)).sum(1)
+        window_logits = window_logits.masked_fill(~real[..., None], float("-inf"))
         if with_detectors:
             return logits, window_logits
         k = self.config.n_classes

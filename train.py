@@ -131,7 +131,8 @@ DEFAULTS = dict(
     wandb_project="solgpt",
     wandb_run_name="",  # "" = wandb picks one
     # classification (task='classify', vuln.py): --dataset=slither-labels or slither-audited-smart-contracts
-    cls_pool="attention",  # how a file's windows are pooled: 'attention' or 'max' (a model shape key)
+    cls_pool="attention",  # how a file's windows are pooled: 'attention', 'class_attention' (weights per output) or
+    # 'max' (a model shape key)
     cls_token_pool="cls",  # a window's state: its <|cls|> position's ('cls'), the max over its positions ('max'), or
     # max and mean side by side ('maxmean')
     cls_max_windows=8,  # windows of block_size tokens per file at most (evenly spaced over a longer file)

@@ -21,11 +21,15 @@
 # 5e-5 0.791; cls_window_shift 0.821 (seed 1338: 0.820); from a language model trained 1,257 iterations (bpb 1.51
 # vs 1.71) 0.814 (with cls_window_shift: 0.819). Since labels.json got the extra injected kinds (train side only;
 # validation is now 908 files of 4 packages, without solady, so its numbers compare only with each other): this
-# config 0.911 (seed 1338: 0.907), TF-IDF 0.915; held-out 0.794 and 0.783 vs TF-IDF's 0.804 (README, Vulnerability
-# detection).
+# config 0.911 (seed 1338: 0.907), TF-IDF 0.915; held-out 0.794 and 0.783 vs TF-IDF's 0.804. There
+# cls_pool='class_attention' led (0.920, 0.909) and lost on the held-out split (0.715, 0.698): that validation held
+# near copies of train files (OpenZeppelin 5.7 beside OpenZeppelin-upgradeable 5.7). Validation is now whole
+# projects (672 files of 8; train 2,674): this config 0.829 (seed 1338: 0.846; 11.3 minutes on 2 cores), TF-IDF
+# 0.819; class_attention 0.849 and 0.848, learning_rate 2e-4 (head at 15x) 0.850 and 0.851: leads under this config's
+# seed spread, so the recipe stays (held-out, for the record: README, Vulnerability detection).
 
 task = "classify"
-dataset = "slither-labels"  # data/slither-labels/labels.json: train side minus a by-package validation slice
+dataset = "slither-labels"  # data/slither-labels/labels.json: train side minus a by-project validation slice
 init_from = "out-cpu/model.pt"
 out_dir = "out-vuln-cpu"
 dtype = "auto"  # bf16 autocast on a CPU with AMX (where its numbers were measured, README), float32 elsewhere
@@ -40,7 +44,7 @@ cls_token_pool = "maxmean"  # each feature where it is strongest (a bug is a few
 # and its mean over the window (how much of it has the feature: what whole-contract properties need)
 cls_val_fraction = 0.2
 
-max_iters = 260  # ~1.7 epochs of the 2,438 train files
+max_iters = 260  # ~1.6 epochs of the 2,674 train files
 lr_decay_iters = 260
 warmup_iters = 10
 learning_rate = 1e-4  # the language model's weights move less: val loss 0.79 vs 0.97 at 3e-4 (less memorised)
@@ -50,7 +54,7 @@ weight_decay = 0.1
 dropout = 0.0  # on a CPU, attention with dropout leaves the fused kernel: 2.5x slower a step (2.0 vs 0.86 s on
 # 2 cores); validation macro F1 without it 0.815 and 0.820 (two seeds) vs 0.826 with 0.1 (one seed)
 
-eval_interval = 130  # evaluations at 0, 130 and 260: each reads the 896 validation files (~50 s on 2 cores)
+eval_interval = 130  # evaluations at 0, 130 and 260: each reads the 672 validation files
 eval_iters = 4  # x batch_size train files for the train loss at each evaluation
 log_interval = 10
 always_save_checkpoint = True

@@ -192,7 +192,7 @@ def tiny_classifier(pool="attention", token_pool="cls", seed=0):
 
 
 @pytest.mark.parametrize("pool, token_pool", [("attention", "cls"), ("max", "cls"), ("attention", "max"),
-                                             ("attention", "maxmean")])
+                                             ("attention", "maxmean"), ("class_attention", "maxmean")])
 def test_padding_windows_and_padding_tokens_do_not_change_the_output(pool, token_pool):
     model = tiny_classifier(pool, token_pool)
     ids = list(range(1, 40))  # 39 tokens: windows of 15 + <|cls|> -> 3 windows, the last one partly padding
@@ -214,6 +214,26 @@ def test_padding_windows_and_padding_tokens_do_not_change_the_output(pool, token
         changed, _ = model.classify(vuln.stack_windows([w2], 3))
     assert not torch.allclose(alone, changed)
 
+
+
+def test_class_attention_pools_the_window_states_with_each_outputs_own_weights():
+    model = tiny_classifier("class_attention", "maxmean", seed=1)
+    head = model.cls_head
+    assert head.score.out_features == 6
+    seen = []
+    head.score.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    files = [list(range(1, 40)), list(range(5, 40, 2))]  # 3 windows and 2
+    idx = vuln.stack_windows([vuln.file_windows(ids, 16, 8, 127)[0] for ids in files], 4)
+    real = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    assert torch.equal(idx[:, :, 0] >= 0, real)
+    with torch.no_grad():
+        logits, _ = model.classify(idx)
+        hw = seen[0]  # (B, W, 2C): the window states, zeros for padding windows
+        weights = head.score(hw).masked_fill(~real[..., None], float("-inf")).softmax(1)  # (B, W, 6)
+        for k in range(6):  # the definition: output k reads the states pooled with its own weights
+            pooled_k = (weights[..., k:k + 1] * hw).sum(1)
+            torch.testing.assert_close(logits[:, k], head.out(pooled_k)[:, k], rtol=0, atol=1e-5)
+    assert not torch.allclose(weights[0, :, 0], weights[0, :, 1])  # the outputs' weights differ
 
 def test_long_files_keep_evenly_spaced_windows_first_and_last():
     assert vuln.window_starts(10, 16, 8) == [0]
@@ -244,8 +264,8 @@ def test_shifted_windows_cover_every_token_once_and_the_sampler_draws_them_repro
 
 
 # ------------------------------------------------------------------------------------------------ splits
-def by_package_val_groups(examples, fraction):
-    train, val = vuln.by_package_val(examples, fraction)
+def val_groups_of(examples, fraction):
+    train, val = vuln.by_project_val(examples, fraction)
     assert len(train) + len(val) == len(examples)
     groups = lambda exs: {e["group"] for e in exs}  # noqa: E731
     assert not groups(train) & groups(val)  # whole packages only
@@ -257,19 +277,37 @@ def test_validation_split_takes_whole_packages_and_enough_of_a_rare_class():
     names = [f"pkg{i}" for i in range(10)]
     first, *rest = sorted(names, key=lambda g: hashlib.sha256(g.encode()).hexdigest())
     examples = [{"group": g, "labels": ["safe"], "text": "", "name": g} for g in names for _ in range(10)]
-    assert by_package_val_groups(examples, 0.1) == {first}  # sha256 order until 10% of the files
+    assert val_groups_of(examples, 0.1) == {first}  # sha256 order until 10% of the files
     # arithmetic: 1 file in the first package, 6 in one other, 4 in a third, 1 in a fourth; val needs >= 0.6 of 12
     counts = {first: 1, rest[3]: 6, rest[5]: 4, rest[7]: 1}
     for g, k in counts.items():
         for e in [e for e in examples if e["group"] == g][:k]:
             e["labels"] = ["arithmetic"]
-    assert by_package_val_groups(examples, 0.1) == {first}  # 1 of 12 already holds half of 10%
-    assert by_package_val_groups(examples, 0.3) == {first, *rest[:2], rest[3]}  # 3 files, then 1 < 1.8: the densest
+    assert val_groups_of(examples, 0.1) == {first}  # 1 of 12 already holds half of 10%
+    assert val_groups_of(examples, 0.3) == {first, *rest[:2], rest[3]}  # 3 files, then 1 < 1.8: the densest
     # a class whose train-side positives would all leave with one package stays in train
     lone = [{"group": g, "labels": ["reentrancy"] if g == rest[4] else ["safe"], "text": "", "name": g}
             for g in names for _ in range(10)]
-    assert rest[4] not in by_package_val_groups(lone, 0.1)
+    assert rest[4] not in val_groups_of(lone, 0.1)
 
+
+
+def test_validation_split_passes_over_a_package_that_would_overshoot_its_share():
+    import hashlib
+    names = sorted([f"pkg{i}" for i in range(10)], key=lambda g: hashlib.sha256(g.encode()).hexdigest())
+    sizes = {g: 50 if i == 0 else 10 for i, g in enumerate(names)}  # 140 files: 10% is 14, 1.25x that 17.5
+    examples = [{"group": g, "labels": ["safe"], "text": "", "name": g} for g in names for _ in range(sizes[g])]
+    # the first (50 files) would make val 36% of the data; the second fits; then none fits: the next one anyway
+    assert val_groups_of(examples, 0.1) == {names[1], names[2]}
+    big = [{"group": g, "labels": ["safe"], "text": "", "name": g} for g in names[:2] for _ in range(50)]
+    assert val_groups_of(big, 0.1) == {names[0]}  # nothing fits: the first in sha256 order still goes
+
+
+def test_offline_validation_groups_every_version_and_variant_of_a_project():
+    assert vuln.project_of("@openzeppelin/contracts-upgradeable@5.7.0") == "@openzeppelin"
+    assert vuln.project_of("@openzeppelin/contracts@4.9.6") == "@openzeppelin"
+    assert vuln.project_of("solady@0.1.26") == vuln.project_of("solady@0.2.0") == "solady"
+    assert vuln.project_of("erc721a@4.3.0") != vuln.project_of("erc721a-upgradeable@4.3.0")  # another npm name
 
 # ------------------------------------------------------------------------------------------------ metrics
 def test_f1_scores_on_a_hand_computed_example():
