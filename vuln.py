@@ -15,11 +15,11 @@ negatives / positives of the train split.
 
 Datasets (--dataset):
   slither-labels                  data/slither-labels/labels.json (offline). test = its held_out split (the default
-                                  corpus's val packages); val = whole train-side projects (npm scope: every
-                                  package and version of one organisation), picked by sha256 of their name until
-                                  val_fraction of the files, then more until every class has half its share there
-                                  (by_project_val; a file and its injected variants stay together); train = the
-                                  rest.
+                                  corpus's val packages); val = whole train-side projects (npm scope, or name
+                                  without version: every package and version of one organisation), picked by
+                                  sha256 of their name until val_fraction of the files, then more until every
+                                  class has half its share there (by_project_val; a file and its injected variants
+                                  stay together); train = the rest.
   slither-audited-smart-contracts the Hub's big-multilabel train/validation/test (through data/slither.py, the same
                                   datasets calls as its prepare.py; --cls_hub_path reads a local copy of the Parquet
                                   export instead of the Hub).
@@ -52,17 +52,19 @@ DETECTOR_POS_WEIGHT_CAP = 100.0  # a detector with 2 positives in 2,000 files wo
 
 def project_of(package):
     """The project an npm package belongs to: its scope (@openzeppelin for @openzeppelin/contracts-upgradeable@5.7.0),
-    else its name without the version (solady@0.1.26 -> solady). Versions and variants of one library are near
-    copies of each other: split by package, OpenZeppelin 5.7 sat in validation beside its upgradeable twin in train,
-    and validation rewarded memory where the held-out split (new protocols) asks for generalisation."""
-    return package.split("/")[0] if package.startswith("@") else package.split("@")[0]
+    else its name without the version and an -upgradeable suffix (erc721a-upgradeable@4.3.0 -> erc721a). Versions
+    and variants of one library are near copies of each other: split by package, OpenZeppelin 5.7 sat in validation
+    beside its upgradeable twin in train, and validation rewarded memory where the held-out split (new protocols)
+    asks for generalisation."""
+    return package.split("/")[0] if package.startswith("@") else package.split("@")[0].removesuffix("-upgradeable")
 
 
 def by_project_val(examples, val_fraction):
     """Split train-side examples into (train, val) by whole groups (projects, for the offline labels): deterministic,
     and no file or its injected variant sits on both sides. Groups in sha256 order of their names until val holds
-    val_fraction of the files, passing over a group that would take it past 1.25x that (one large project would make
-    val a third of the data and one project's); then, while a class has fewer than half its share (val_fraction / 2
+    val_fraction of the files, passing over a group that would take it past 1.25x that (on the offline labels,
+    Chainlink's 670 files next in order would make val 34% of the data, most of it one project), and taking the
+    smallest group left when none fits; then, while a class has fewer than half its share (val_fraction / 2
     of its positive files) in val, the group densest in that class (positives per file) joins val. Without that
     second step a rare class can land in val with a file or two, and its tuned threshold and F1 (a sixth of macro
     F1) hinge on them."""
@@ -74,10 +76,13 @@ def by_project_val(examples, val_fraction):
     for g in groups:
         if n >= target:
             break
-        fits = lambda h: n + len(files[h]) <= 1.25 * target  # noqa: E731
-        if fits(g) or not any(fits(h) for h in groups if h not in val_groups):  # too big, unless all left are
-            val_groups.append(g)
-            n += len(files[g])
+        left = [h for h in groups if h not in val_groups]
+        fitting = [h for h in left if n + len(files[h]) <= 1.25 * target]
+        if fitting and g not in fitting:
+            continue
+        pick = g if fitting else min(left, key=lambda h: len(files[h]))  # all left overshoot: the smallest
+        val_groups.append(pick)
+        n += len(files[pick])
     for c in CLASSES:
         total = positives(examples, c)
         while (in_val := positives([e for g in val_groups for e in files[g]], c)) < val_fraction / 2 * total:

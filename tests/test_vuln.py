@@ -1,5 +1,6 @@
 """Vulnerability classification (vuln.py, train.py --task=classify, classify.py, bench.py's vuln section) on tiny
 models and fixtures laid out like the Hub's slither-audited-smart-contracts Parquet export."""
+import hashlib
 import json
 import os
 import subprocess
@@ -215,11 +216,12 @@ def test_padding_windows_and_padding_tokens_do_not_change_the_output(pool, token
     assert not torch.allclose(alone, changed)
 
 
-
 def test_class_attention_pools_the_window_states_with_each_outputs_own_weights():
-    model = tiny_classifier("class_attention", "maxmean", seed=1)
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=128, n_classes=6, n_detectors=3,
+                          cls_pool="class_attention", cls_token_pool="maxmean")).eval()
     head = model.cls_head
-    assert head.score.out_features == 6
+    assert head.score.out_features == 9  # the 6 classes and the 3 detectors
     seen = []
     head.score.register_forward_hook(lambda module, args, out: seen.append(args[0]))
     files = [list(range(1, 40)), list(range(5, 40, 2))]  # 3 windows and 2
@@ -227,13 +229,17 @@ def test_class_attention_pools_the_window_states_with_each_outputs_own_weights()
     real = torch.tensor([[True, True, True, False], [True, True, False, False]])
     assert torch.equal(idx[:, :, 0] >= 0, real)
     with torch.no_grad():
-        logits, _ = model.classify(idx)
+        logits, _ = model.classify(idx, with_detectors=True)
         hw = seen[0]  # (B, W, 2C): the window states, zeros for padding windows
-        weights = head.score(hw).masked_fill(~real[..., None], float("-inf")).softmax(1)  # (B, W, 6)
-        for k in range(6):  # the definition: output k reads the states pooled with its own weights
+        weights = head.score(hw).masked_fill(~real[..., None], float("-inf")).softmax(1)  # (B, W, 9)
+        for k in range(9):  # the definition: output k reads the states pooled with its own weights
             pooled_k = (weights[..., k:k + 1] * hw).sum(1)
             torch.testing.assert_close(logits[:, k], head.out(pooled_k)[:, k], rtol=0, atol=1e-5)
-    assert not torch.allclose(weights[0, :, 0], weights[0, :, 1])  # the outputs' weights differ
+        shared = head.out((weights[..., :1] * hw).sum(1))  # every output with output 0's weights: not what it does
+        assert not torch.allclose(logits[:, 1:], shared[:, 1:], atol=1e-3)
+        classes_only, _ = model.classify(idx)
+    torch.testing.assert_close(classes_only, logits[:, :6], rtol=0, atol=0)
+
 
 def test_long_files_keep_evenly_spaced_windows_first_and_last():
     assert vuln.window_starts(10, 16, 8) == [0]
@@ -268,12 +274,11 @@ def val_groups_of(examples, fraction):
     train, val = vuln.by_project_val(examples, fraction)
     assert len(train) + len(val) == len(examples)
     groups = lambda exs: {e["group"] for e in exs}  # noqa: E731
-    assert not groups(train) & groups(val)  # whole packages only
+    assert not groups(train) & groups(val)  # whole groups only
     return groups(val)
 
 
-def test_validation_split_takes_whole_packages_and_enough_of_a_rare_class():
-    import hashlib
+def test_validation_split_takes_whole_projects_and_enough_of_a_rare_class():
     names = [f"pkg{i}" for i in range(10)]
     first, *rest = sorted(names, key=lambda g: hashlib.sha256(g.encode()).hexdigest())
     examples = [{"group": g, "labels": ["safe"], "text": "", "name": g} for g in names for _ in range(10)]
@@ -285,29 +290,41 @@ def test_validation_split_takes_whole_packages_and_enough_of_a_rare_class():
             e["labels"] = ["arithmetic"]
     assert val_groups_of(examples, 0.1) == {first}  # 1 of 12 already holds half of 10%
     assert val_groups_of(examples, 0.3) == {first, *rest[:2], rest[3]}  # 3 files, then 1 < 1.8: the densest
-    # a class whose train-side positives would all leave with one package stays in train
+    # a class whose train-side positives would all leave with one group stays in train
     lone = [{"group": g, "labels": ["reentrancy"] if g == rest[4] else ["safe"], "text": "", "name": g}
             for g in names for _ in range(10)]
     assert rest[4] not in val_groups_of(lone, 0.1)
 
 
-
-def test_validation_split_passes_over_a_package_that_would_overshoot_its_share():
-    import hashlib
+def test_validation_split_passes_over_a_project_that_would_overshoot_its_share():
     names = sorted([f"pkg{i}" for i in range(10)], key=lambda g: hashlib.sha256(g.encode()).hexdigest())
-    sizes = {g: 50 if i == 0 else 10 for i, g in enumerate(names)}  # 140 files: 10% is 14, 1.25x that 17.5
+    sizes = dict(zip(names, [50, 10, 12, 11] + [10] * 6))  # 144 files: 10% is 14.4, 1.25x that 18
     examples = [{"group": g, "labels": ["safe"], "text": "", "name": g} for g in names for _ in range(sizes[g])]
-    # the first (50 files) would make val 36% of the data; the second fits; then none fits: the next one anyway
-    assert val_groups_of(examples, 0.1) == {names[1], names[2]}
-    big = [{"group": g, "labels": ["safe"], "text": "", "name": g} for g in names[:2] for _ in range(50)]
-    assert val_groups_of(big, 0.1) == {names[0]}  # nothing fits: the first in sha256 order still goes
+    # the first (50 files) would make val 35% of the data; the second fits; then none fits: the smallest left
+    assert val_groups_of(examples, 0.1) == {names[1], names[4]}
+    big = [{"group": g, "labels": ["safe"], "text": "", "name": g} for g in names[:2] for _ in range(sizes[g] + 10)]
+    assert val_groups_of(big, 0.1) == {names[1]}  # 60 and 20 files, neither fits 10%: the smaller
 
 
-def test_offline_validation_groups_every_version_and_variant_of_a_project():
+def test_offline_validation_keeps_every_version_and_variant_of_a_project_on_one_side(monkeypatch):
     assert vuln.project_of("@openzeppelin/contracts-upgradeable@5.7.0") == "@openzeppelin"
     assert vuln.project_of("@openzeppelin/contracts@4.9.6") == "@openzeppelin"
     assert vuln.project_of("solady@0.1.26") == vuln.project_of("solady@0.2.0") == "solady"
-    assert vuln.project_of("erc721a@4.3.0") != vuln.project_of("erc721a-upgradeable@4.3.0")  # another npm name
+    assert vuln.project_of("erc721a-upgradeable@4.3.0") == "erc721a"
+    packages = ["@oz/contracts@4.9.6", "@oz/contracts-upgradeable@4.9.6", "@oz/contracts@5.0.0",
+                "solmate@6.0.0", "solmate@6.2.0"] + [f"lib{i}@1.0.0" for i in range(8)]
+    row = lambda pkg, split: {"text": "", "labels": ["safe"], "detectors": [], "package": pkg,  # noqa: E731
+                              "path": "A.sol", "kind": "clean", "split": split}
+    rows = [row(p, "train") for p in packages for _ in range(5)] + [row("@held/out@1.0.0", "held_out")]
+    fake = type(sys)("prepare")
+    fake.labelled_examples = lambda *a, **k: iter(rows)
+    monkeypatch.setitem(sys.modules, "prepare", fake)  # offline_splits imports data/slither-labels/prepare.py
+    splits = vuln.offline_splits(0.3)
+    sides = {s: {e["group"] for e in splits[s]} for s in ("train", "val")}
+    assert sides["train"] | sides["val"] == {"@oz", "solmate"} | {f"lib{i}" for i in range(8)}
+    assert not sides["train"] & sides["val"] and sides["val"]
+    assert [e["name"] for e in splits["test"]] == ["@held/out@1.0.0/A.sol"]
+
 
 # ------------------------------------------------------------------------------------------------ metrics
 def test_f1_scores_on_a_hand_computed_example():
