@@ -73,14 +73,9 @@ def by_project_val(examples, val_fraction):
     positives = lambda exs, c: sum(c in e["labels"] for e in exs)  # noqa: E731
     target = val_fraction * len(examples)
     val_groups, n = [], 0
-    for g in groups:
-        if n >= target:
-            break
-        left = [h for h in groups if h not in val_groups]
-        fitting = [h for h in left if n + len(files[h]) <= 1.25 * target]
-        if fitting and g not in fitting:
-            continue
-        pick = g if fitting else min(left, key=lambda h: len(files[h]))  # all left overshoot: the smallest
+    while n < target and (left := [g for g in groups if g not in val_groups]):
+        fitting = [g for g in left if n + len(files[g]) <= 1.25 * target]
+        pick = fitting[0] if fitting else min(left, key=lambda g: len(files[g]))  # all left overshoot: the smallest
         val_groups.append(pick)
         n += len(files[pick])
     for c in CLASSES:
