@@ -29,6 +29,7 @@ Per-class thresholds are tuned on val at every evaluation (the F1-best cut) and 
 
 import functools
 import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -90,21 +91,50 @@ def by_project_val(examples, val_fraction):
     return [e for e in examples if e["group"] not in val], [e for e in examples if e["group"] in val]
 
 
-def offline_splits(val_fraction=0.2, labels_path=None, tarball_dir=None):
-    """train/val/test of data/slither-labels/labels.json (texts rebuilt from the npm tarballs, hash-checked)."""
+def _slither_labels():
     sys.path.insert(0, str(ROOT / "data" / "slither-labels"))
     import prepare  # data/slither-labels/prepare.py
+    return prepare
+
+
+def _labelled(split, labels_path, tarball_dir):
+    """Examples of a data/slither-labels label file (texts rebuilt from the npm tarballs, hash-checked)."""
     from data.corpus import PrepareError
     kw = {k: v for k, v in (("labels_path", labels_path), ("tarball_dir", tarball_dir)) if v is not None}
     try:
-        rows = list(prepare.labelled_examples(None, **kw))
+        rows = list(_slither_labels().labelled_examples(split, **kw))
     except PrepareError as e:
         raise DataError(str(e.code).removeprefix("error: ")) from None
-    ex = lambda r: {"text": r["text"], "labels": r["labels"], "detectors": r["detectors"],  # noqa: E731
-                    "group": project_of(r["package"]),
-                    "name": f"{r['package']}/{r['path']}" + ("" if r["kind"] == "clean" else f" +{r['kind']}")}
-    train, val = by_project_val([ex(r) for r in rows if r["split"] == "train"], val_fraction)
-    return {"train": train, "val": val, "test": [ex(r) for r in rows if r["split"] == "held_out"]}
+    return [{"text": r["text"], "labels": r["labels"], "detectors": r["detectors"], "split": r["split"],
+             "group": project_of(r["package"]),
+             "name": f"{r['package']}/{r['path']}" + ("" if r["kind"] == "clean" else f" +{r['kind']}")} for r in rows]
+
+
+def offline_splits(val_fraction=0.2, labels_path=None, tarball_dir=None):
+    """train/val/test of data/slither-labels/labels.json."""
+    rows = _labelled(None, labels_path, tarball_dir)
+    train, val = by_project_val([r for r in rows if r["split"] == "train"], val_fraction)
+    return {"train": train, "val": val, "test": [r for r in rows if r["split"] == "held_out"]}
+
+
+def new_protocols_test(labels_path=None, tarball_dir=None):
+    """The second offline test split: data/slither-labels/labels_new_protocols.json, protocols outside the default
+    corpus (new_protocols.json). The packages the label file names are fetched if missing (integrity-checked where
+    new_protocols.json pins them). None if that file is absent."""
+    from data import packages as npm
+    from data.corpus import PrepareError
+    prepare = _slither_labels()
+    labels_path = Path(labels_path or prepare.HERE / "labels_new_protocols.json")
+    if not labels_path.is_file():
+        return None
+    pinned = {f"{p['name']}@{p['version']}": p for p in json.loads(prepare.NEW_PROTOCOLS_FILE.read_text())["packages"]}
+    try:
+        for package in sorted({e["package"] for e in json.loads(labels_path.read_text())["files"]}):
+            name, version = package.rsplit("@", 1)
+            npm.fetch_package(pinned.get(package, {"name": name, "version": version}), tarball_dir or npm.TARBALL_DIR)
+    except PrepareError as e:
+        raise DataError(str(e.code).removeprefix("error: ")) from None
+    return _labelled("held_out", labels_path, tarball_dir)
 
 
 def hub_splits(local_path=None, config="big-multilabel", max_docs=0):
@@ -243,6 +273,32 @@ def average_precision(y_true, probs):
         precision, recall = tp / (last + 1), tp / y.sum()
         out.append(float(np.sum(np.diff(np.r_[0.0, recall]) * precision)))
     return out
+
+
+def source_of(example):
+    """The file an example was made from: an injected variant ("pkg/path +kind") shares its original's source."""
+    return example["name"].split(" +")[0]
+
+
+def bootstrap_macro_f1(y_true, ours, theirs, groups, n_resamples=2000, seed=0):
+    """How much of a macro-F1 difference a test split can tell from luck: resample its groups (a source file with its
+    injected variants, near copies that are not independent evidence) with replacement, n_resamples times, and score
+    both 0/1 predictions on each resample. Returns the 95% percentile intervals of ours, theirs and ours - theirs,
+    and the share of resamples where ours scores higher (not a p-value). A rare class a resample misses scores 0 for
+    both, as f1_scores has it, so each model's own interval leans low; their difference much less so."""
+    y_true, ours, theirs = (np.asarray(a, bool) for a in (y_true, ours, theirs))
+    _, group_ids = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.flatnonzero(group_ids == g) for g in range(group_ids.max() + 1)]
+    rng = np.random.default_rng(seed)
+    scores = np.empty((n_resamples, 2))
+    for r in range(n_resamples):
+        rows = np.concatenate([members[g] for g in rng.integers(len(members), size=len(members))])
+        scores[r] = [f1_scores(y_true[rows], pred[rows])["macro_f1"] for pred in (ours, theirs)]
+    ci = lambda x: [float(v) for v in np.percentile(x, [2.5, 97.5])]  # noqa: E731
+    return {"ours_ci95": ci(scores[:, 0]), "theirs_ci95": ci(scores[:, 1]),
+            "diff_ci95": ci(scores[:, 0] - scores[:, 1]),
+            "share_ours_higher": float(np.mean(scores[:, 0] > scores[:, 1])), "n_groups": len(members),
+            "n_resamples": n_resamples}
 
 
 def decide(probs, thresholds):

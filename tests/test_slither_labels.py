@@ -32,13 +32,15 @@ library L { function one() internal pure returns (uint256) { return 1; } }
 """
 
 
-@pytest.fixture(scope="module")
-def doc():
-    return json.loads(LABELS.read_text())
+@pytest.fixture(scope="module", params=["labels.json", "labels_new_protocols.json"])
+def doc(request):
+    """Each committed label file: the corpus's, and the new-protocol test split's (prepare.py --new_protocols)."""
+    return json.loads((LABELS.parent / request.param).read_text())
 
 
 # --------------------------------------------------------------------------------------------------- label file
-def test_label_file_header(doc):
+def test_label_file_header():
+    doc = json.loads(LABELS.read_text())
     assert doc["format"] == "solgpt-slither-labels-v1"
     assert doc["classes"] == ["access-control", "arithmetic", "other", "reentrancy", "safe", "unchecked-calls"]
     assert doc["class_of_detector"] == labels.CLASS_OF and len(doc["class_of_detector"]) == 38
@@ -78,6 +80,18 @@ def test_no_package_or_contract_on_both_sides(doc):
         if e["kind"] != "clean" and e["source_sha256"] in clean:
             src = clean[e["source_sha256"]]
             assert (src["package"], src["path"], src["split"]) == (e["package"], e["path"], e["split"])
+
+
+def test_new_protocols_are_outside_the_default_corpus_and_all_held_out():
+    doc = json.loads((LABELS.parent / "labels_new_protocols.json").read_text())
+    new = [p["name"] for p in json.loads(prepare.NEW_PROTOCOLS_FILE.read_text())["packages"]]
+    assert doc["format"] == "solgpt-slither-labels-v1" and doc["split"]["held_out_packages"] == new
+    corpus = json.loads((ROOT / "data" / "solidity-packages" / "packages.json").read_text())["packages"]
+    import vuln
+    assert not {vuln.project_of(p["name"]) for p in corpus} & {vuln.project_of(n) for n in new}
+    assert {e["split"] for e in doc["files"]} == {"held_out"}
+    assert {e["package"].rsplit("@", 1)[0] for e in doc["files"]} == set(new)
+    assert {e["kind"] for e in doc["files"]} <= {"clean", *inject.BASE_KINDS}  # held-out style: no extra kind
 
 
 def test_label_file_counts_match_entries(doc):
@@ -243,7 +257,7 @@ def test_prepare_end_to_end_on_two_tiny_packages(tmp_path):
         {"name": "@acme/bank", "version": "1.0.0"}, {"name": "vault", "version": "2.0.0"}]}))
     out = tmp_path / "labels.json"
     prepare.main(["--packages", str(tmp_path / "packages.json"), "--tarball_dir", str(tmp_path), "--cache_dir",
-                  str(tmp_path / "cache"), "--out", str(out), "--workers", "1"])
+                  str(tmp_path / "cache"), "--out", str(out), "--workers", "1", "--held_out_dir", str(tmp_path / "ho")])
     doc = json.loads(out.read_text())
     got = {(e["package"], e["kind"]): (e["split"], e["status"], e["detectors"], e["labels"]) for e in doc["files"]}
     assert got == {
@@ -268,3 +282,30 @@ def test_prepare_end_to_end_on_two_tiny_packages(tmp_path):
     texts = {(x["package"], x["kind"]): x["text"] for x in prepare.labelled_examples(None, out, tmp_path)}
     assert texts[("@acme/bank@1.0.0", "clean")] == bank
     assert "payable(msg.sender).send(1 ether);" in texts[("vault@2.0.0", "unchecked-send")]
+
+
+@needs_node
+def test_prepare_new_protocols_labels_only_their_own_files(tmp_path, monkeypatch):
+    """--new_protocols: the new packages' files only, every base kind injected (held-out style); a file that copies
+    a corpus file is not theirs (dedup against the corpus) and the corpus's held-out registry is left alone."""
+    escrow = ('// SPDX-License-Identifier: MIT\npragma solidity ^0.8.0;\n'
+              "contract Escrow {\n    mapping(address => uint256) public held;\n"
+              "    function put() external payable { held[msg.sender] += msg.value; }\n}\n")
+    _tarball(tmp_path / "acme-bank-1.0.0.tgz", {"Bank.sol": REENTRANT, "package.json": '{"name": "@acme/bank"}'})
+    _tarball(tmp_path / "newco-1.0.0.tgz", {"Escrow.sol": escrow, "vendor/Bank.sol": REENTRANT,
+                                            "package.json": '{"name": "newco", "license": "MIT"}'})
+    (tmp_path / "packages.json").write_text(json.dumps({"val_packages": [], "packages": [
+        {"name": "@acme/bank", "version": "1.0.0"}]}))
+    (tmp_path / "new.json").write_text(json.dumps({"packages": [{"name": "newco", "version": "1.0.0"}]}))
+    monkeypatch.setattr(prepare, "NEW_PROTOCOLS_FILE", tmp_path / "new.json")
+    out = tmp_path / "labels_new.json"
+    prepare.main(["--new_protocols", "--packages", str(tmp_path / "packages.json"), "--tarball_dir", str(tmp_path),
+                  "--cache_dir", str(tmp_path / "cache"), "--out", str(out), "--workers", "1",
+                  "--held_out_dir", str(tmp_path / "ho")])
+    doc = json.loads(out.read_text())
+    got = sorted((e["package"], e["path"], e["kind"], e["split"]) for e in doc["files"])
+    kinds = [k for k in inject.BASE_KINDS if k != "overflow"]  # 0.8: all but overflow
+    assert got == sorted(("newco@1.0.0", "package/Escrow.sol", k, "held_out") for k in ["clean", *kinds])
+    assert doc["split"]["held_out_packages"] == ["newco"]
+    assert not (tmp_path / "ho").exists()  # the corpus's own registry part was not rebuilt for this list
+    assert [x["kind"] for x in prepare.labelled_examples("held_out", out, tmp_path)][0] == "clean"

@@ -372,6 +372,27 @@ def test_thresholds_and_decide():
     assert nothing.sum() == 1  # every file gets a label
 
 
+def test_bootstrap_resamples_whole_source_files():
+    """Ten source files with an injected variant each; TF-IDF-like predictions wrong on both rows of one file. Ours
+    scores higher exactly in the resamples that draw that file: 1 - 0.9**10 of them by file, where resampling rows
+    (1 - 0.9**20) would say 0.88."""
+    groups = [f"pkg/F{i}.sol" + tag for i in range(10) for tag in ("", " +reentrancy")]
+    assert vuln.source_of({"name": groups[1]}) == "pkg/F0.sol"
+    y = np.zeros((20, 6), bool)
+    y[1::2, vuln.CLASSES.index("reentrancy")] = True
+    y[0::2, SAFE] = True
+    theirs = y.copy()
+    theirs[[6, 7]] = ~y[[6, 7]]  # file F3: both rows wrong
+    b = vuln.bootstrap_macro_f1(y, y, theirs, [vuln.source_of({"name": g}) for g in groups], n_resamples=4000)
+    assert b["n_groups"] == 10 and b["diff_ci95"][0] == 0 < b["diff_ci95"][1]
+    assert b["share_ours_higher"] == pytest.approx(1 - 0.9 ** 10, abs=0.03)
+    assert b["ours_ci95"] == [pytest.approx(2 / 6)] * 2  # perfect on the two classes there are
+    assert b == vuln.bootstrap_macro_f1(y, y, theirs, [vuln.source_of({"name": g}) for g in groups], n_resamples=4000)
+    assert vuln.new_protocols_test(labels_path=ROOT / "no-such-labels.json") is None  # no label file: no split
+    same = vuln.bootstrap_macro_f1(y, theirs, theirs, groups, n_resamples=200)
+    assert same["diff_ci95"] == [0.0, 0.0] and same["share_ours_higher"] == 0.0
+
+
 # ------------------------------------------------------------------------------------------------ injection names
 def test_injected_names_are_natural_varied_and_never_collide():
     host = "pragma solidity ^0.8.0;\ncontract Host {\n    uint256 internal n;\n}\n"
@@ -462,9 +483,24 @@ def test_bench_vuln_section_on_the_hub_fixture(tmp_path, classifier, hub, monkey
     import bench
     splits = vuln.hub_splits(hub)
     monkeypatch.setattr(vuln, "offline_splits", lambda *a, **k: splits)  # labels.json needs the npm tarballs
+    monkeypatch.setattr(vuln, "new_protocols_test", lambda *a, **k: splits["test"][:6])
     report = bench.bench_vuln(classifier, "cpu", hub_path=hub)
+    assert report["new_protocols"]["n_test"] == 6 and report["new_protocols"]["n_train"] == len(splits["train"])
+
+    def unreachable(*a, **k):
+        raise vuln.DataError("npm pack @x/y@1.0.0 failed: offline")
+    monkeypatch.setattr(vuln, "new_protocols_test", unreachable)  # the second split cannot sink the first
+    offline = bench.bench_vuln(classifier, "cpu")
+    assert offline["new_protocols"] == {"skipped": "npm pack @x/y@1.0.0 failed: offline"}
+    assert offline["macro_f1"] == report["macro_f1"]
+    shown = bench.table({"machine": {"gpu": None, "cpu": "x", "cores": 2, "torch": "2.13"}, "vuln": offline})
+    assert [line.split("|")[2].strip() for line in shown.splitlines() if "vuln new protocols" in line] == [
+        "skipped: npm pack @x/y@1.0.0 failed: offline"]
     for part in (report, report["hub_test"]):
         assert part["n_test"] == 8 and set(part["per_class"]) == set(vuln.CLASSES)
+        lo, hi = part["macro_f1_minus_tfidf_ci95"]
+        assert lo <= hi and part["bootstrap"]["n_groups"] == 8  # every Hub contract its own source
+        assert part["macro_f1_ci95"][0] <= part["macro_f1_ci95"][1] and 0 <= part["share_resamples_above_tfidf"] <= 1
         for key in ("micro_f1", "macro_f1", "baseline_majority_macro_f1", "baseline_tfidf_macro_f1", "macro_ap",
                     "baseline_tfidf_macro_ap"):
             assert 0 <= part[key] <= 1

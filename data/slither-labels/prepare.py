@@ -37,10 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import compiler  # noqa: E402
 from common import ArgumentParser, atomic_write  # noqa: E402
 from compiler import inject, labels  # noqa: E402
+from data import heldout  # noqa: E402
 from data import packages as npm  # noqa: E402
 from data.corpus import PrepareError  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+NEW_PROTOCOLS_FILE = HERE / "new_protocols.json"
 FORMAT = "solgpt-slither-labels-v1"
 
 
@@ -274,10 +276,22 @@ def recorded_results(path: Path, lid: str) -> dict:
                           "error": e.get("error"), "seconds": e["seconds"]} for e in doc.get("files", [])}
 
 
-def corpus_files(args, packages, spec, tree) -> list[dict]:
+def with_new_protocols(packages_file: Path, cache_dir: Path) -> Path:
+    """A package list of the corpus's packages followed by new_protocols.json's, the new ones as its only val
+    packages (written under cache_dir): the corpus's dedup then keeps of a new package only what is its own."""
+    spec = npm.load_package_list(packages_file)
+    new = json.loads(NEW_PROTOCOLS_FILE.read_text())["packages"]
+    path = Path(cache_dir) / "packages-new-protocols.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    merged = {"val_packages": [p["name"] for p in new], "packages": spec["packages"] + new}
+    atomic_write(path, lambda f: f.write(json.dumps(merged, indent=1).encode()))
+    return path
+
+
+def corpus_files(args, packages, spec, tree, held_out_dir: Path | None = None) -> list[dict]:
     """The files the default corpus keeps, with where they lie unpacked, their split and compiler."""
     kept = {(src, path) for src, path, _ in npm.iter_package_documents(
-        split=None, packages_file=args.packages, cache_dir=args.tarball_dir)}
+        split=None, packages_file=args.packages, cache_dir=args.tarball_dir, held_out_dir=held_out_dir)}
     held = set(spec.get("val_packages", []))
     groups = []
     for pkg in packages:
@@ -304,7 +318,11 @@ def main(argv=None):
     p.add_argument("--packages", type=Path, default=npm.PACKAGES_FILE, help="the default corpus's package list")
     p.add_argument("--tarball_dir", type=Path, default=npm.TARBALL_DIR, help="npm tarball cache (fetched if absent)")
     p.add_argument("--cache_dir", type=Path, default=HERE / "cache", help="unpacked packages and per-file results")
-    p.add_argument("--out", type=Path, default=HERE / "labels.json")
+    p.add_argument("--held_out_dir", type=Path, default=heldout.HELD_OUT_DIR,
+                   help="where the default corpus's held-out registry part lives (its dedup reads it)")
+    p.add_argument("--out", type=Path, help="default: labels.json (labels_new_protocols.json with --new_protocols)")
+    p.add_argument("--new_protocols", action="store_true",
+                   help="label new_protocols.json's packages only (a second test split: every base kind injected)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--inject_every", type=int, default=1, help="inject a bug into every n-th file (0: none)")
     p.add_argument("--extra_every", type=int, default=2,
@@ -324,12 +342,19 @@ def main(argv=None):
                                   "torch==2.13.0") from None
 
     t0 = time.time()
+    held_out_dir = args.held_out_dir
+    if args.new_protocols:  # the corpus stays the dedup reference and the dependencies; its registry is untouched
+        args.packages = with_new_protocols(args.packages, args.cache_dir)
+        held_out_dir = args.cache_dir / "held-out-new-protocols"
+    args.out = args.out or HERE / ("labels_new_protocols.json" if args.new_protocols else "labels.json")
     spec = npm.load_package_list(args.packages)
     packages = npm.ordered_packages(spec)
     tree, results = args.cache_dir / "tree", args.cache_dir / "results"
     results.mkdir(parents=True, exist_ok=True)
-    files = corpus_files(args, packages, spec, tree)
+    files = corpus_files(args, packages, spec, tree, held_out_dir)
     link_dependencies(packages, tree)
+    if args.new_protocols:
+        files = [f for f in files if f["split"] == "held_out"]
     if args.max_files:
         files = files[: args.max_files]
     for v in sorted({f["solc"] for f in files if f["solc"]}, key=compiler._key):
@@ -358,7 +383,8 @@ def main(argv=None):
     meta = {"labeller": json.loads(lid), "classes": list(labels.CLASSES), "class_of_detector": labels.CLASS_OF,
             "split": {"by": "package", "held_out_packages": spec.get("val_packages", [])},
             "corpus_files": len(files), "injection_kinds": list(inject.KINDS)}
-    print(f"{len(files)} corpus files, {len(jobs)} jobs ({len(jobs) - len(todo) + len(retry)} cached, "
+    kind = "new-protocol" if args.new_protocols else "corpus"
+    print(f"{len(files)} {kind} files, {len(jobs)} jobs ({len(jobs) - len(todo) + len(retry)} cached, "
           f"{len(retry)} of them failures to retry), "
           f"{args.workers} workers, setup {time.time() - t0:.0f} s")
     stopped = False
