@@ -331,19 +331,22 @@ def bench_vuln(ckpt_path, device, hub_path=None):
     tok = get_dataset_tokenizer(ckpt)
     T, W = model.config.block_size, ckpt["max_windows"]
 
-    def evaluate(splits, source):
+    def evaluate(splits, source, baseline):
+        """baseline: vuln.tfidf_baseline of these train/val splits (fitted once for every test split of theirs)."""
         windows = vuln.encode_files(tok, [e["text"] for e in splits["test"]], T, W)
         probs, _ = vuln.predict(model, windows, nullcontext(), device=device, max_windows=W)
         y = vuln.targets(splits["test"])
-        tfidf, info, tfidf_probs = vuln.tfidf_baseline(splits)
+        predict_tfidf, info = baseline
+        tfidf, tfidf_probs = predict_tfidf(splits["test"])
         out = vuln_scores(y, probs, ckpt["thresholds"], vuln.majority_baseline(splits), tfidf_probs, tfidf, info,
                           [vuln.source_of(e) for e in splits["test"]])
         return {"test_split": source, "n_train": len(splits["train"]), "n_val": len(splits["val"]), **out}
 
     try:
         splits = vuln.offline_splits(ckpt.get("val_fraction", 0.2))
+        baseline = vuln.tfidf_baseline(splits)
         report = {"ckpt": shown(ckpt_path), "thresholds": ckpt["thresholds"], "classes": ckpt["classes"],
-                  **evaluate(splits, "data/slither-labels held_out (the default corpus's val packages)")}
+                  **evaluate(splits, "data/slither-labels held_out (the default corpus's val packages)", baseline)}
         try:  # a second test split: its tarballs may be out of reach here; the held-out report still stands
             new = vuln.new_protocols_test()
         except vuln.DataError as e:
@@ -351,10 +354,12 @@ def bench_vuln(ckpt_path, device, hub_path=None):
             print(f"warning: new-protocol test split skipped: {e}", file=sys.stderr)
         if new:
             report["new_protocols"] = evaluate({**splits, "test": new}, "data/slither-labels new protocols "
-                                               "(labels_new_protocols.json: protocols outside the default corpus)")
+                                               "(labels_new_protocols.json: protocols outside the default corpus)",
+                                               baseline)
         if hub_path is not None or (ROOT / "data/slither-audited-smart-contracts/meta.json").is_file():
-            report["hub_test"] = evaluate(vuln.hub_splits(hub_path), f"{'local' if hub_path else 'Hub'} "
-                                          "slither-audited-smart-contracts big-multilabel test")
+            hub = vuln.hub_splits(hub_path)
+            report["hub_test"] = evaluate(hub, f"{'local' if hub_path else 'Hub'} slither-audited-smart-contracts "
+                                          "big-multilabel test", vuln.tfidf_baseline(hub))
     except vuln.DataError as e:
         raise SystemExit(f"error: {e}") from None
     return report
