@@ -333,7 +333,7 @@ def bench_vuln(ckpt_path, device, hub_path=None):
 
     def evaluate(splits, source, baseline):
         """baseline: vuln.tfidf_baseline of these train/val splits (fitted once for every test split of theirs)."""
-        windows = vuln.encode_files(tok, [e["text"] for e in splits["test"]], T, W)
+        windows = vuln.encode_files(tok, [e["text"] for e in splits["test"]], T, W, ckpt.get("strip_comments", False))
         probs, _ = vuln.predict(model, windows, nullcontext(), device=device, max_windows=W)
         y = vuln.targets(splits["test"])
         predict_tfidf, info = baseline

@@ -78,6 +78,7 @@ def classify_text(model, ckpt, tok, text, device="cpu"):
     """{"probabilities", "labels", "contracts" (flagged class -> contract name)} for one source text."""
     from solsyntax import contract_spans
     T = model.config.block_size
+    text = vuln.model_text(text, ckpt.get("strip_comments", False))  # windows and contract spans: of what it reads
     ids = tok.encode(text)
     windows, starts = vuln.file_windows(ids, T, ckpt["max_windows"], tok.special_tokens[vuln.CLS_TOKEN])
     probs, per_window = vuln.predict(model, [windows], nullcontext(), device=device)

@@ -137,6 +137,7 @@ DEFAULTS = dict(
     # max and mean side by side ('maxmean')
     cls_max_windows=8,  # windows of block_size tokens per file at most (evenly spaced over a longer file)
     cls_window_shift=False,  # classification: cut each training file at a random offset per draw (augmentation)
+    cls_strip_comments=False,  # classification: the model reads files without comments (recorded in model.pt)
     cls_val_fraction=0.2,  # slither-labels: share of train-side files (whole packages) held out for validation
     cls_hub_path="",  # slither-audited-smart-contracts: a local copy of the Hub's Parquet export ("" = the Hub)
     cls_max_docs=0,  # slither-audited-smart-contracts: read at most this many rows per split (0 = all)

@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 from compiler.labels import CLASSES, DETECTORS  # noqa: E402  (the dataset's `big` classes, in its index order)
 from dataloader import DataError, seeded_generator  # noqa: E402
+from data.cleaning import strip_comments as _strip_comments  # noqa: E402
 
 DATASETS = ("slither-labels", "slither-audited-smart-contracts")
 CLS_TOKEN, PAD_TOKEN = "<|cls|>", -1
@@ -230,9 +231,15 @@ def windows_of(tokenized, block_size, max_windows, cls_id):
     return [file_windows(ids, block_size, max_windows, cls_id)[0] for ids in tokenized]
 
 
-def encode_files(tok, texts, block_size, max_windows):
+def model_text(text, strip_comments=False):
+    """What the classifier reads of a source file: without comments when it was trained so (cls_strip_comments)."""
+    return _strip_comments(text) if strip_comments else text
+
+
+def encode_files(tok, texts, block_size, max_windows, strip_comments=False):
     """Windows of each text (tokenized in parallel)."""
-    return windows_of(tok.encode_batch(texts), block_size, max_windows, tok.special_tokens[CLS_TOKEN])
+    return windows_of(tok.encode_batch([model_text(t, strip_comments) for t in texts]), block_size, max_windows,
+                      tok.special_tokens[CLS_TOKEN])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -341,7 +348,7 @@ class ClassifySampler:
     an endless sequence of epochs, each a permutation of the train files seeded by (seed, epoch)."""
 
     def __init__(self, splits, tok, block_size, batch_size, max_windows, device="cpu", seed=1337, rank=0,
-                 world_size=1, dataset="", window_shift=False):
+                 world_size=1, dataset="", window_shift=False, strip_comments=False):
         if not splits["train"] or not splits["val"]:
             raise DataError(f"--dataset={dataset}: the train or validation split has no labelled files")
         self.splits, self.dataset = splits, dataset
@@ -350,7 +357,8 @@ class ClassifySampler:
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.step = 0
         self.cls_id, self.window_shift = tok.special_tokens[CLS_TOKEN], window_shift
-        tokenized = {s: tok.encode_batch([e["text"] for e in ex]) for s, ex in splits.items()}
+        tokenized = {s: tok.encode_batch([model_text(e["text"], strip_comments) for e in ex])
+                     for s, ex in splits.items()}
         self.windows = {s: windows_of(ids, block_size, max_windows, self.cls_id) for s, ids in tokenized.items()}
         # window_shift: each training draw of a file cuts it at its own random offset, so the boundaries (and what
         # shares a window) change between epochs; evaluation and classify.py keep the fixed cut
@@ -495,7 +503,8 @@ class ClassifyTask:
         """Plain values only (weights_only loading): what classify.py and bench.py need besides the weights."""
         return {"task": "classify", "classes": list(CLASSES), "thresholds": [float(t) for t in self.thresholds],
                 "max_windows": int(self.cfg["cls_max_windows"]), "dataset": self.cfg["dataset"],
-                "val_fraction": float(self.cfg["cls_val_fraction"])}
+                "val_fraction": float(self.cfg["cls_val_fraction"]),
+                "strip_comments": bool(self.cfg["cls_strip_comments"])}
 
 
 def make_sampler(cfg, dist_info, device):
@@ -512,7 +521,7 @@ def make_sampler(cfg, dist_info, device):
                         f"{cfg['dataset']} does not have: use --dataset=slither-labels or --cls_detector_weight=0")
     return ClassifySampler(splits, tok, cfg["block_size"], cfg["batch_size"], cfg["cls_max_windows"],
                            device, cfg["seed"], dist_info.rank, dist_info.world_size, cfg["dataset"],
-                           cfg["cls_window_shift"])
+                           cfg["cls_window_shift"], cfg["cls_strip_comments"])
 
 
 def is_classifier(ckpt):

@@ -27,7 +27,8 @@
 # projects (672 files of 8; train 2,674): this config 0.829 (seed 1338: 0.846; 11.3 minutes on 2 cores), TF-IDF
 # 0.819; class_attention 0.849 and 0.848, learning_rate 2e-4 (head at 15x) 0.850 and 0.851: leads smaller than
 # this config's seed spread, so the recipe stays (held-out and new protocols, for the record: README, Vulnerability
-# detection).
+# detection). Files read without comments (cls_strip_comments; 7.2 minutes for the 260 steps) 0.855, and for 400
+# steps 0.873, 0.868 and 0.867 (three seeds): a lead that neither test split confirmed (README), so comments stay in.
 
 task = "classify"
 dataset = "slither-labels"  # labels.json: its train side minus a validation slice (whole projects)
@@ -44,6 +45,7 @@ cls_max_windows = 32  # the whole file for all but 1 of the 3,626 labelled files
 cls_pool = "attention"
 cls_token_pool = "maxmean"  # each feature where it is strongest (a bug is a few lines of a 511-token window)
 # and its mean over the window (how much of it has the feature: what whole-contract properties need)
+cls_strip_comments = False  # comments stay in what the model reads (above: without them only validation gained)
 cls_val_fraction = 0.2
 
 max_iters = 260  # ~1.6 epochs of the 2,674 train files

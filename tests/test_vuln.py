@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import checkpoint as ckpt_io
+import classify
 import train
 import vuln
 from compiler import inject
@@ -445,6 +446,26 @@ def test_classify_json_schema_and_directories(tmp_path, classifier):
     text = run_classify(f"--ckpt={classifier}", tmp_path / "A.sol")
     assert text.returncode == 0 and text.stdout.startswith(f"{tmp_path / 'A.sol'}: ")
     assert all(f"  {c}" in text.stdout for c in vuln.CLASSES)
+
+
+def commented(text):
+    """text with NatSpec before every line and a trailing comment after it: more tokens, other window cuts."""
+    return "".join(f"/// @notice line {i} says // nothing and /* neither */ this\n{line}  // {i}\n"
+                   for i, line in enumerate(text.splitlines()))
+
+
+def test_a_classifier_trained_without_comments_reads_every_file_without_them(tmp_path, hub, classifier):
+    from tokenizer import get_dataset_tokenizer
+    assert train_here(tmp_path / "out", hub, "--max_iters=2", "--lr_decay_iters=2", "--cls_strip_comments=True") == 0
+    text = contract(7, True, lines=12)
+    assert vuln.model_text(commented(text), True) == vuln.model_text(text, True) != commented(text)
+    for path, strips in ((tmp_path / "out" / "model.pt", True), (classifier, False)):
+        model, ckpt = classify.load_classifier(path)
+        assert ckpt["strip_comments"] is strips
+        tok = get_dataset_tokenizer(ckpt)
+        plain, noisy = (classify.classify_text(model, ckpt, tok, t) for t in (text, commented(text)))
+        assert (plain == noisy) is strips  # the same verdict to the last digit only when comments are dropped
+        assert plain["contracts"] == noisy["contracts"]
 
 
 def test_classify_into_a_pipe_closed_early_ends_quietly(tmp_path, classifier):
