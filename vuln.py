@@ -356,7 +356,8 @@ class ClassifySampler:
         self.device = torch.device(device)
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.step = 0
-        self.cls_id, self.window_shift = tok.special_tokens[CLS_TOKEN], window_shift
+        self.cls_id = tok.special_tokens[CLS_TOKEN]
+        self.window_shift, self.strip_comments = window_shift, strip_comments
         tokenized = {s: tok.encode_batch([model_text(e["text"], strip_comments) for e in ex])
                      for s, ex in splits.items()}
         self.windows = {s: windows_of(ids, block_size, max_windows, self.cls_id) for s, ids in tokenized.items()}
@@ -411,7 +412,7 @@ class ClassifySampler:
 
     def state_dict(self):
         return {"step": self.step, "seed": self.seed, "world_size": self.world_size, "dataset": self.dataset,
-                "window_shift": self.window_shift, "task": "classify"}
+                "window_shift": self.window_shift, "strip_comments": self.strip_comments, "task": "classify"}
 
     def load_state_dict(self, state):
         if state.get("task") != "classify":
@@ -420,9 +421,10 @@ class ClassifySampler:
         if (state.get("seed"), state.get("dataset")) != (self.seed, self.dataset):
             raise DataError(f"the checkpoint was trained with --seed={state.get('seed')} on "
                             f"--dataset={state.get('dataset')}; resume with the same seed and dataset")
-        if state.get("window_shift", False) != self.window_shift:  # it draws other batches: resume would not be exact
-            raise DataError(f"the checkpoint was trained with --cls_window_shift={state.get('window_shift', False)}; "
-                            f"resume with the same")
+        for key in ("window_shift", "strip_comments"):  # either gives other batches: resume would not be exact
+            if state.get(key, False) != getattr(self, key):
+                raise DataError(f"the checkpoint was trained with --cls_{key}={state.get(key, False)}; resume with "
+                                f"the same")
         if state["step"] % self.world_size:
             raise DataError(f"the checkpoint drew {state['step']} micro-batches, which {self.world_size} processes "
                             f"cannot split evenly")

@@ -268,6 +268,10 @@ def test_shifted_windows_cover_every_token_once_and_the_sampler_draws_them_repro
     with pytest.raises(vuln.DataError, match=r"^the checkpoint was trained with --cls_window_shift=True; resume with "
                                              r"the same$"):
         plain.load_state_dict(shifted.state_dict())
+    stripped = vuln.ClassifySampler(splits, get_tokenizer(), 64, 4, 3, strip_comments=True)
+    with pytest.raises(vuln.DataError, match=r"^the checkpoint was trained with --cls_strip_comments=False; resume "
+                                             r"with the same$"):
+        stripped.load_state_dict(plain.state_dict())
 
 
 # ------------------------------------------------------------------------------------------------ splits
