@@ -294,15 +294,16 @@ def macro_ap(ap):
     return float(np.mean(known)) if known else None
 
 
-def vuln_scores(y_true, probs, thresholds, majority, tfidf_probs, tfidf, tfidf_info, groups):
+def vuln_scores(y_true, probs, thresholds, majority, tfidf_probs, tfidf, tfidf_info, examples):
     """The vuln section's numbers for one test split: ours per class, micro/macro F1 and, threshold-free, average
     precision (how well the files are ranked, whatever the cut tuned on validation); the baselines' macro F1 and
-    TF-IDF's average precision; and how sure the macro F1 comparison with TF-IDF is (95% intervals over resamples
-    of the split's source files, each with its injected variants: groups)."""
+    TF-IDF's average precision; how sure the macro F1 comparison with TF-IDF is (95% intervals over resamples of the
+    split's source files, each with its injected variants); and, per class, the files each of the two got wrong."""
     import vuln
     pred = vuln.decide(probs, thresholds)
     ours, theirs = vuln.f1_scores(y_true, pred), vuln.f1_scores(y_true, tfidf)
-    boot = vuln.bootstrap_macro_f1(y_true, pred, tfidf, groups)
+    boot = vuln.bootstrap_macro_f1(y_true, pred, tfidf, [vuln.source_of(e) for e in examples])
+    names = [e["name"] for e in examples]
     ap, tfidf_ap = vuln.average_precision(y_true, probs), vuln.average_precision(y_true, tfidf_probs)
     per_class = {c: {**v, "average_precision": a} for (c, v), a in zip(ours["per_class"].items(), ap)}
     return {"n_test": int(len(y_true)), "per_class": per_class, "micro_f1": ours["micro_f1"],
@@ -314,7 +315,9 @@ def vuln_scores(y_true, probs, thresholds, majority, tfidf_probs, tfidf, tfidf_i
             "baseline_tfidf_macro_f1_ci95": boot["theirs_ci95"], "macro_f1_minus_tfidf_ci95": boot["diff_ci95"],
             "share_resamples_above_tfidf": boot["share_ours_higher"],
             "bootstrap": {"by": "source file (with its injected variants)", "n_groups": boot["n_groups"],
-                          "n_resamples": boot["n_resamples"]}}
+                          "n_resamples": boot["n_resamples"]},
+            "errors": vuln.errors_by_class(y_true, pred, probs, names),
+            "baseline_tfidf_errors": vuln.errors_by_class(y_true, tfidf, tfidf_probs, names)}
 
 
 def bench_vuln(ckpt_path, device, hub_path=None):
@@ -339,7 +342,7 @@ def bench_vuln(ckpt_path, device, hub_path=None):
         predict_tfidf, info = baseline
         tfidf, tfidf_probs = predict_tfidf(splits["test"])
         out = vuln_scores(y, probs, ckpt["thresholds"], vuln.majority_baseline(splits), tfidf_probs, tfidf, info,
-                          [vuln.source_of(e) for e in splits["test"]])
+                          splits["test"])
         return {"test_split": source, "n_train": len(splits["train"]), "n_val": len(splits["val"]), **out}
 
     try:

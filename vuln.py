@@ -282,6 +282,23 @@ def average_precision(y_true, probs):
     return out
 
 
+def errors_by_class(y_true, pred, probs, names, limit=25):
+    """Per class, the files a classifier got wrong: `missed` (positives not flagged, lowest probability first) and
+    `false_alarms` (negatives flagged, highest first), each [name, probability] and at most `limit` long, with their
+    full counts: where to look when a class's F1 moves, without rerunning the model."""
+    y_true, pred, probs = np.asarray(y_true, bool), np.asarray(pred, bool), np.asarray(probs, dtype=np.float64)
+    out = {}
+    for c, name in enumerate(CLASSES):
+        missed = np.flatnonzero(y_true[:, c] & ~pred[:, c])
+        alarms = np.flatnonzero(~y_true[:, c] & pred[:, c])
+        missed = missed[np.argsort(probs[missed, c], kind="stable")]
+        alarms = alarms[np.argsort(-probs[alarms, c], kind="stable")]
+        out[name] = {"n_missed": len(missed), "n_false_alarms": len(alarms),
+                     "missed": [[names[i], round(float(probs[i, c]), 4)] for i in missed[:limit]],
+                     "false_alarms": [[names[i], round(float(probs[i, c]), 4)] for i in alarms[:limit]]}
+    return out
+
+
 def source_of(example):
     """The file an example was made from: an injected variant ("pkg/path +kind") shares its original's source."""
     return example["name"].split(" +")[0]

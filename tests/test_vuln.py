@@ -377,6 +377,21 @@ def test_thresholds_and_decide():
     assert nothing.sum() == 1  # every file gets a label
 
 
+def test_errors_by_class_lists_misses_and_false_alarms_most_confident_first():
+    y = np.zeros((5, 6), bool)
+    y[[0, 1, 2], AC] = True
+    probs = np.full((5, 6), 0.1)
+    probs[:, AC] = [0.9, 0.2, 0.05, 0.7, 0.95]
+    pred = probs >= 0.5
+    names = [f"F{i}.sol" for i in range(5)]
+    e = vuln.errors_by_class(y, pred, probs, names)
+    assert e["access-control"] == {"n_missed": 2, "n_false_alarms": 2, "missed": [["F2.sol", 0.05], ["F1.sol", 0.2]],
+                                   "false_alarms": [["F4.sol", 0.95], ["F3.sol", 0.7]]}
+    assert e["safe"] == {"n_missed": 0, "n_false_alarms": 0, "missed": [], "false_alarms": []}
+    capped = vuln.errors_by_class(y, pred, probs, names, limit=1)["access-control"]
+    assert capped["n_missed"] == 2 and capped["missed"] == [["F2.sol", 0.05]]
+
+
 def test_bootstrap_resamples_whole_source_files():
     """Ten source files with an injected variant each; TF-IDF-like predictions wrong on both rows of one file. Ours
     scores higher exactly in the resamples that draw that file: 1 - 0.9**10 of them by file, where resampling rows
@@ -526,6 +541,11 @@ def test_bench_vuln_section_on_the_hub_fixture(tmp_path, classifier, hub, monkey
         lo, hi = part["macro_f1_minus_tfidf_ci95"]
         assert lo <= hi and part["bootstrap"]["n_groups"] == 8  # every Hub contract its own source
         assert part["macro_f1_ci95"][0] <= part["macro_f1_ci95"][1] and 0 <= part["share_resamples_above_tfidf"] <= 1
+        for c, x in part["per_class"].items():  # the files named wrong add up to what the F1 counts
+            err, tp = part["errors"][c], round(x["recall"] * x["support"])
+            assert err["n_missed"] == x["support"] - tp == len(err["missed"])
+            if x["precision"]:
+                assert err["n_false_alarms"] == round(tp / x["precision"]) - tp == len(err["false_alarms"])
         for key in ("micro_f1", "macro_f1", "baseline_majority_macro_f1", "baseline_tfidf_macro_f1", "macro_ap",
                     "baseline_tfidf_macro_ap"):
             assert 0 <= part[key] <= 1
@@ -534,6 +554,8 @@ def test_bench_vuln_section_on_the_hub_fixture(tmp_path, classifier, hub, monkey
             "access-control", "safe"]
     # the fixture is separable by `tx.origin`: TF-IDF finds it; the majority (safe everywhere) gets safe's F1 / 6
     assert report["baseline_tfidf_macro_f1"] == pytest.approx((1 + 1) / 6)
+    assert {c: (e["n_missed"], e["n_false_alarms"]) for c, e in report["baseline_tfidf_errors"].items()} == {
+        c: (0, 0) for c in vuln.CLASSES}  # perfect: nothing missed, no false alarm
     assert report["baseline_tfidf_macro_ap"] == pytest.approx(1.0)  # a perfect ranking of both classes
     assert report["baseline_majority_macro_f1"] == pytest.approx(2 * 4 / (2 * 4 + 4) / 6)
 
