@@ -343,7 +343,13 @@ def bench_vuln(ckpt_path, device, hub_path=None):
         tfidf, tfidf_probs = predict_tfidf(splits["test"])
         out = vuln_scores(y, probs, ckpt["thresholds"], vuln.majority_baseline(splits), tfidf_probs, tfidf, info,
                           splits["test"])
-        return {"test_split": source, "n_train": len(splits["train"]), "n_val": len(splits["val"]), **out}
+        same = ckpt["split_digest"] == vuln.split_digest(splits) if "split_digest" in ckpt else None
+        if same is False:
+            print(f"warning: {source}: the train/validation files differ from those {shown(ckpt_path)} was trained "
+                  "and tuned on (the labels changed, or it was trained on another dataset): TF-IDF is fitted on "
+                  "these, so the two are not compared on equal terms; retrain the classifier", file=sys.stderr)
+        return {"test_split": source, "n_train": len(splits["train"]), "n_val": len(splits["val"]),
+                "same_split_as_training": same, **out}
 
     try:
         splits = vuln.offline_splits(ckpt.get("val_fraction", 0.2))
@@ -403,6 +409,8 @@ def table(report):
         if part and "skipped" in part:
             rows.append((f"vuln {name}", f"skipped: {part['skipped']}"))
         elif part:
+            if part.get("same_split_as_training") is False:
+                rows.append((f"vuln {name} train/validation split", "differs from the classifier's: retrain it"))
             rows += [(f"vuln {name} F1 {c} (n={x['support']})", fmt(x["f1"], ".3f")) for c, x in part["per_class"].items()]
             rows += [(f"vuln {name} micro / macro F1 (n_test {part['n_test']})",
                       f"{part['micro_f1']:.3f} / {part['macro_f1']:.3f}"),

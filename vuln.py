@@ -282,6 +282,17 @@ def average_precision(y_true, probs):
     return out
 
 
+def split_digest(splits):
+    """sha256 of the train and validation files (names and labels, in order): what a classifier was fitted and tuned
+    on. Its checkpoint records it, so bench.py can tell when the labels it scores against (and fits TF-IDF on) are no
+    longer those: a changed labels.json moves files, and even whole projects, between train and validation."""
+    h = hashlib.sha256()
+    for split in ("train", "val"):
+        for e in splits[split]:
+            h.update(json.dumps([split, e["name"], e["labels"]]).encode())
+    return h.hexdigest()
+
+
 def errors_by_class(y_true, pred, probs, names, limit=25):
     """Per class, the files a classifier got wrong: `missed` (positives not flagged, lowest probability first) and
     `false_alarms` (negatives flagged, highest first), each [name, probability] and at most `limit` long, with their
@@ -523,7 +534,8 @@ class ClassifyTask:
         return {"task": "classify", "classes": list(CLASSES), "thresholds": [float(t) for t in self.thresholds],
                 "max_windows": int(self.cfg["cls_max_windows"]), "dataset": self.cfg["dataset"],
                 "val_fraction": float(self.cfg["cls_val_fraction"]),
-                "strip_comments": bool(self.cfg["cls_strip_comments"])}
+                "strip_comments": bool(self.cfg["cls_strip_comments"]),
+                "split_digest": split_digest(self.sampler.splits)}
 
 
 def make_sampler(cfg, dist_info, device):

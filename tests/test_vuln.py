@@ -533,6 +533,13 @@ def test_bench_vuln_section_on_the_hub_fixture(tmp_path, classifier, hub, monkey
     offline = bench.bench_vuln(classifier, "cpu")
     assert offline["new_protocols"] == {"skipped": "npm pack @x/y@1.0.0 failed: offline"}
     assert offline["macro_f1"] == report["macro_f1"]
+    assert report["same_split_as_training"] is True and report["hub_test"]["same_split_as_training"] is True
+    moved = {**splits, "train": splits["train"][1:], "val": splits["val"] + splits["train"][:1]}  # labels changed
+    monkeypatch.setattr(vuln, "offline_splits", lambda *a, **k: moved)
+    changed = bench.bench_vuln(classifier, "cpu", hub_path=hub)
+    assert changed["same_split_as_training"] is False and changed["hub_test"]["same_split_as_training"] is True
+    assert "differs from the classifier's: retrain it" in bench.table(
+        {"machine": {"gpu": None, "cpu": "x", "cores": 2, "torch": "2.13"}, "vuln": changed})
     shown = bench.table({"machine": {"gpu": None, "cpu": "x", "cores": 2, "torch": "2.13"}, "vuln": offline})
     assert [line.split("|")[2].strip() for line in shown.splitlines() if "vuln new protocols" in line] == [
         "skipped: npm pack @x/y@1.0.0 failed: offline"]
