@@ -62,6 +62,8 @@ class GPTConfig:
     # 'maxmean': [max, mean] over them (twice as wide: where a pattern is strongest, and how much of the window has it)
     n_detectors: int = 0  # > 0: the head also predicts this many Slither detectors (an auxiliary target, after the
     # classes in its output; classify() returns the classes only)
+    cls_head_hidden: int = 0  # > 0: a hidden layer of this width (GELU) before the outputs; 0: outputs linear in the
+    # pooled state
 
     @classmethod
     def from_dict(cls, d):
@@ -299,7 +301,7 @@ class GPT(nn.Module):
                 # attention pooling: one weight per window, or per window and output for class_attention
                 score=nn.Linear(width, config.n_classes + config.n_detectors if config.cls_pool == "class_attention"
                                 else 1),
-                out=nn.Linear(width, config.n_classes + config.n_detectors),
+                out=self._cls_outputs(width, config.n_classes + config.n_detectors, config.cls_head_hidden),
             ))
             # BCE's per-output positive weights, and the detectors' share of the loss: set by the training task from
             # its label frequencies and config, not saved
@@ -312,6 +314,12 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 self._init_residual_projection(p)
+
+    @staticmethod
+    def _cls_outputs(width, n_out, hidden):
+        if not hidden:
+            return nn.Linear(width, n_out)
+        return nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, n_out))
 
     def _init_weights(self, module):
         """'gpt2' and 'zero_proj': N(0, 0.02) for every matrix and embedding, as GPT-2.
@@ -428,9 +436,9 @@ class GPT(nn.Module):
         elif self.config.cls_pool == "attention":
             weights = head.score(hw).squeeze(-1).masked_fill(~real, float("-inf")).softmax(1)  # (B, W)
             logits = head.out((weights[..., None] * hw).sum(1))
-        else:  # class_attention: out applied to each output's own pooled state; out is linear and the weights sum
-            # to 1, so that is each output's weighted mean of the window logits (one window's bug wins its class's
-            # weight without taking the others' from windows that hold theirs)
+        else:  # class_attention: each output's weighted mean of the window logits (one window's bug wins its
+            # class's weight without taking the others' from windows that hold theirs); with a linear `out` (no
+            # cls_head_hidden) that is out applied to each output's own pooled state, as weights sum to 1
             weights = head.score(hw).masked_fill(~real[..., None], float("-inf")).softmax(1)  # (B, W, n_out)
             logits = (weights * window_logits.masked_fill(~real[..., None], 0.0)).sum(1)
         window_logits = window_logits.masked_fill(~real[..., None], float("-inf"))

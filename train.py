@@ -135,6 +135,8 @@ DEFAULTS = dict(
     # 'max' (a model shape key)
     cls_token_pool="cls",  # a window's state: its <|cls|> position's ('cls'), the max over its positions ('max'), or
     # max and mean side by side ('maxmean')
+    cls_head_hidden=0,  # classification: > 0 puts a hidden layer of this width (GELU) between the pooled state and
+    # the outputs (a model shape key; 0: linear outputs)
     cls_max_windows=8,  # windows of block_size tokens per file at most (evenly spaced over a longer file)
     cls_window_shift=False,  # classification: cut each training file at a random offset per draw (augmentation)
     cls_strip_comments=False,  # classification: the model reads files without comments (recorded in model.pt)
@@ -148,7 +150,8 @@ DEFAULTS = dict(
 )
 
 TASKS = ("lm", "classify")
-CLASSIFIER_KEYS = ("n_classes", "n_detectors", "cls_pool", "cls_token_pool")  # the head's model_args
+# the head's model_args
+CLASSIFIER_KEYS = ("n_classes", "n_detectors", "cls_pool", "cls_token_pool", "cls_head_hidden")
 NON_SHAPE_KEYS = ("dropout",)  # model_args a resume may change; all others fix the shape of the trained weights
 PREVIOUS_DIR = "previous"  # where a scratch run puts the earlier run it finds in out_dir
 RUN_FILES = ("metrics.jsonl", "log.txt", ckpt_io.STATE_FILE, ckpt_io.MODEL_FILE, ckpt_io.BEST_FILE)

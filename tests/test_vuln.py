@@ -71,15 +71,20 @@ def metrics(out_dir):
 
 
 # ------------------------------------------------------------------------------------------------ training
-@pytest.mark.parametrize("token_pool", ["cls", "maxmean"])  # maxmean: config/finetune_vuln_cpu.py's
-def test_classifier_trains_and_its_checkpoint_loads_weights_only(tmp_path, hub, token_pool):
+@pytest.mark.parametrize("token_pool, hidden", [("cls", 0), ("maxmean", 0), ("maxmean", 16)])  # maxmean: the recipe's
+def test_classifier_trains_and_its_checkpoint_loads_weights_only(tmp_path, hub, token_pool, hidden):
     assert train_here(tmp_path / "out", hub, "--max_iters=8", "--lr_decay_iters=8",
-                      f"--cls_token_pool={token_pool}") == 0
+                      f"--cls_token_pool={token_pool}", f"--cls_head_hidden={hidden}") == 0
     ckpt = torch.load(tmp_path / "out" / "model.pt", weights_only=True)
     assert ckpt["task"] == "classify" and ckpt["classes"] == list(vuln.CLASSES)
     assert ckpt["model_args"]["n_classes"] == 6 and len(ckpt["thresholds"]) == 6
     width = 32 * (2 if token_pool == "maxmean" else 1)  # maxmean: [max, mean] of each window's 32-wide states
-    assert ckpt["model"]["cls_head.out.weight"].shape == (6, width)
+    if hidden:  # a hidden layer (GELU) between the pooled state and the outputs
+        assert ckpt["model_args"]["cls_head_hidden"] == hidden
+        assert ckpt["model"]["cls_head.out.0.weight"].shape == (hidden, width)
+        assert ckpt["model"]["cls_head.out.2.weight"].shape == (6, hidden)
+    else:
+        assert ckpt["model"]["cls_head.out.weight"].shape == (6, width)
     assert all(isinstance(t, float) for t in ckpt["thresholds"])
     evals = [r for r in metrics(tmp_path / "out") if "val_loss" in r]
     assert [r["iter"] for r in evals] == [0, 4, 8] and evals[-1]["final"]
@@ -187,16 +192,17 @@ def test_detector_weight_without_detector_labels_is_a_one_line_error(tmp_path, h
 
 
 # ------------------------------------------------------------------------------------------------ windows, pooling
-def tiny_classifier(pool="attention", token_pool="cls", seed=0):
+def tiny_classifier(pool="attention", token_pool="cls", seed=0, hidden=0):
     torch.manual_seed(seed)
     return GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=128, n_classes=6,
-                         cls_pool=pool, cls_token_pool=token_pool)).eval()
+                         cls_pool=pool, cls_token_pool=token_pool, cls_head_hidden=hidden)).eval()
 
 
-@pytest.mark.parametrize("pool, token_pool", [("attention", "cls"), ("max", "cls"), ("attention", "max"),
-                                             ("attention", "maxmean"), ("class_attention", "maxmean")])
-def test_padding_windows_and_padding_tokens_do_not_change_the_output(pool, token_pool):
-    model = tiny_classifier(pool, token_pool)
+@pytest.mark.parametrize("pool, token_pool, hidden", [
+    ("attention", "cls", 0), ("max", "cls", 0), ("attention", "max", 0), ("attention", "maxmean", 0),
+    ("class_attention", "maxmean", 0), ("attention", "maxmean", 8), ("class_attention", "maxmean", 8)])
+def test_padding_windows_and_padding_tokens_do_not_change_the_output(pool, token_pool, hidden):
+    model = tiny_classifier(pool, token_pool, hidden=hidden)
     ids = list(range(1, 40))  # 39 tokens: windows of 15 + <|cls|> -> 3 windows, the last one partly padding
     w, starts = vuln.file_windows(ids, 16, 8, cls_id=127)
     assert starts == [0, 15, 30] and w.shape == (3, 16)
