@@ -316,6 +316,8 @@ def vuln_scores(y_true, probs, thresholds, majority, tfidf_probs, tfidf, tfidf_i
             "share_resamples_above_tfidf": boot["share_ours_higher"],
             "bootstrap": {"by": "source file (with its injected variants)", "n_groups": boot["n_groups"],
                           "n_resamples": boot["n_resamples"]},
+            "by_project": vuln.scores_by_group(y_true, pred, tfidf, [e["group"] for e in examples])
+            if len({e["group"] for e in examples}) <= 20 else None,  # a Hub split's groups are its contracts
             "errors": vuln.errors_by_class(y_true, pred, probs, names),
             "baseline_tfidf_errors": vuln.errors_by_class(y_true, tfidf, tfidf_probs, names)}
 

@@ -293,6 +293,22 @@ def split_digest(splits):
     return h.hexdigest()
 
 
+def scores_by_group(y_true, ours, theirs, groups):
+    """Per group (a project of a test split), its files and both predictions' micro F1 and macro F1 over the classes
+    with positives in it (a class a project lacks would score 0 for both): whether a lead holds project by project
+    or comes from the largest one."""
+    y_true, ours, theirs, groups = (np.asarray(a) for a in (y_true, ours, theirs, groups))
+    out = {}
+    for g in sorted(set(groups.tolist())):
+        rows = groups == g
+        present = y_true[rows].any(0)
+        a, b = f1_scores(y_true[rows], ours[rows]), f1_scores(y_true[rows], theirs[rows])
+        macro = lambda s: float(np.mean([s["per_class"][c]["f1"] for c, p in zip(CLASSES, present) if p]))  # noqa: E731
+        out[g] = {"n": int(rows.sum()), "micro_f1": a["micro_f1"], "baseline_tfidf_micro_f1": b["micro_f1"],
+                  "macro_f1_present": macro(a), "baseline_tfidf_macro_f1_present": macro(b)}
+    return out
+
+
 def errors_by_class(y_true, pred, probs, names, limit=25):
     """Per class, the files a classifier got wrong: `missed` (positives not flagged, lowest probability first) and
     `false_alarms` (negatives flagged, highest first), each [name, probability] and at most `limit` long, with their

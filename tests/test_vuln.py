@@ -398,6 +398,21 @@ def test_errors_by_class_lists_misses_and_false_alarms_most_confident_first():
     assert capped["n_missed"] == 2 and capped["missed"] == [["F2.sol", 0.05]]
 
 
+def test_scores_by_group_averages_only_the_classes_a_group_has():
+    y = np.zeros((4, 6), bool)
+    y[[0, 1], AC] = True      # group a: access-control on both files
+    y[[2, 3], SAFE] = True    # group b: safe on both
+    ours, theirs = y.copy(), y.copy()
+    theirs[1, AC] = False     # TF-IDF misses one access-control file of a and calls it safe
+    theirs[1, SAFE] = True
+    g = vuln.scores_by_group(y, ours, theirs, ["a", "a", "b", "b"])
+    assert list(g) == ["a", "b"] and g["a"]["n"] == 2
+    assert g["a"]["macro_f1_present"] == 1.0 == g["a"]["micro_f1"]  # one class present, not a sixth of it
+    assert g["a"]["baseline_tfidf_macro_f1_present"] == pytest.approx(2 / 3)  # access-control: tp 1, fn 1
+    assert g["a"]["baseline_tfidf_micro_f1"] == pytest.approx(2 / 4)  # tp 1, fp 1, fn 1
+    assert g["b"]["baseline_tfidf_macro_f1_present"] == 1.0
+
+
 def test_bootstrap_resamples_whole_source_files():
     """Ten source files with an injected variant each; TF-IDF-like predictions wrong on both rows of one file. Ours
     scores higher exactly in the resamples that draw that file: 1 - 0.9**10 of them by file, where resampling rows
@@ -554,6 +569,7 @@ def test_bench_vuln_section_on_the_hub_fixture(tmp_path, classifier, hub, monkey
         lo, hi = part["macro_f1_minus_tfidf_ci95"]
         assert lo <= hi and part["bootstrap"]["n_groups"] == 8  # every Hub contract its own source
         assert part["macro_f1_ci95"][0] <= part["macro_f1_ci95"][1] and 0 <= part["share_resamples_above_tfidf"] <= 1
+        assert sum(g["n"] for g in part["by_project"].values()) == part["n_test"] == 8  # a contract each
         for c, x in part["per_class"].items():  # the files named wrong add up to what the F1 counts
             err, tp = part["errors"][c], round(x["recall"] * x["support"])
             assert err["n_missed"] == x["support"] - tp == len(err["missed"])
