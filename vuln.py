@@ -509,6 +509,7 @@ class ClassifyTask:
         n = min(len(sampler.windows["train"]), cfg["eval_iters"] * cfg["batch_size"])
         self.train_rows = sampler._order(-1)[:n]  # a fixed slice of train files, its own stream
         self.thresholds = [0.5] * len(CLASSES)
+        self.split_digest = split_digest(sampler.splits)  # the splits never change during a run: once, not per save
 
     def prepare_model(self, model):
         """Before the optimizer is built: the loss's class weights, and the frozen part (embeddings + the lowest
@@ -551,7 +552,7 @@ class ClassifyTask:
                 "max_windows": int(self.cfg["cls_max_windows"]), "dataset": self.cfg["dataset"],
                 "val_fraction": float(self.cfg["cls_val_fraction"]),
                 "strip_comments": bool(self.cfg["cls_strip_comments"]),
-                "split_digest": split_digest(self.sampler.splits)}
+                "split_digest": self.split_digest}
 
 
 def make_sampler(cfg, dist_info, device):
