@@ -356,7 +356,8 @@ def bench_vuln(ckpt_path, device, hub_path=None):
     try:
         splits = vuln.offline_splits(ckpt.get("val_fraction", 0.2))
         baseline = vuln.tfidf_baseline(splits)
-        report = {"ckpt": shown(ckpt_path), "thresholds": ckpt["thresholds"], "classes": ckpt["classes"],
+        report = {"ckpt": shown(ckpt_path), "iter_num": ckpt["iter_num"], "thresholds": ckpt["thresholds"],
+                  "thresholds_iter": ckpt.get("thresholds_iter"), "classes": ckpt["classes"],
                   **evaluate(splits, "data/slither-labels held_out (the default corpus's val packages)", baseline)}
         try:  # a second test split: its tarballs may be out of reach here; the held-out report still stands
             new = vuln.new_protocols_test()
@@ -406,6 +407,9 @@ def table(report):
     if q:
         rows += [(f"quality val bpb, whole val split ({q['budget_s']:.0f} s, {q['iters']} iters)",
                   fmt(q["val_bpb"], ".4f"))]
+    if v and v.get("thresholds_iter") not in (None, v["iter_num"]):
+        rows.append(("vuln thresholds", f"tuned at iter {v['thresholds_iter']}, weights from iter {v['iter_num']}: "
+                                        "finish the run with --init_from=resume"))
     for name, part in (("held-out", v), ("new protocols", (v or {}).get("new_protocols")),
                        ("Hub test", (v or {}).get("hub_test"))):
         if part and "skipped" in part:

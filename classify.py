@@ -37,6 +37,8 @@ def load_classifier(path, device="cpu"):
     if not vuln.is_classifier(ckpt):
         raise ClassifyError(f"{path} is a language model, not a classifier: fine-tune one with python train.py "
                             f"config/finetune_vuln_cpu.py --init_from={path} and pass its model.pt")
+    if (why := vuln.stale_thresholds(ckpt)) is not None:
+        print(f"warning: {path}: {why}", file=sys.stderr)
     return model, ckpt
 
 

@@ -611,7 +611,7 @@ class Trainer:
                               f"{'starts fresh' if self.scaler.is_enabled() else 'is not used'}")
         self.iter_num = state["iter_num"]
         if self.task is not None:
-            self.task.thresholds = list(state.get("thresholds", self.task.thresholds))
+            self.task.restore(state)
         self.best_val_loss = state["best_val_loss"]
         self.evaluated = bool(state["evaluated"])
         self.final_evaluated = bool(state.get("final_evaluated", False))

@@ -402,6 +402,7 @@ class ClassifySampler:
         self.step = 0
         self.cls_id = tok.special_tokens[CLS_TOKEN]
         self.window_shift, self.strip_comments = window_shift, strip_comments
+        self.split_digest = split_digest(splits)  # once: the splits never change during a run
         tokenized = {s: tok.encode_batch([model_text(e["text"], strip_comments) for e in ex])
                      for s, ex in splits.items()}
         self.windows = {s: windows_of(ids, block_size, max_windows, self.cls_id) for s, ids in tokenized.items()}
@@ -456,7 +457,8 @@ class ClassifySampler:
 
     def state_dict(self):
         return {"step": self.step, "seed": self.seed, "world_size": self.world_size, "dataset": self.dataset,
-                "window_shift": self.window_shift, "strip_comments": self.strip_comments, "task": "classify"}
+                "window_shift": self.window_shift, "strip_comments": self.strip_comments, "task": "classify",
+                "max_windows": self.max_windows, "split_digest": self.split_digest}
 
     def load_state_dict(self, state):
         if state.get("task") != "classify":
@@ -465,10 +467,14 @@ class ClassifySampler:
         if (state.get("seed"), state.get("dataset")) != (self.seed, self.dataset):
             raise DataError(f"the checkpoint was trained with --seed={state.get('seed')} on "
                             f"--dataset={state.get('dataset')}; resume with the same seed and dataset")
-        for key in ("window_shift", "strip_comments"):  # either gives other batches: resume would not be exact
-            if state.get(key, False) != getattr(self, key):
-                raise DataError(f"the checkpoint was trained with --cls_{key}={state.get(key, False)}; resume with "
-                                f"the same")
+        # each gives other batches (resume would not be exact), and max_windows other inputs for the same file
+        for key in ("window_shift", "strip_comments", "max_windows"):
+            if key in state and state[key] != getattr(self, key):
+                raise DataError(f"the checkpoint was trained with --cls_{key}={state[key]}; resume with the same")
+        if state.get("split_digest", self.split_digest) != self.split_digest:
+            raise DataError("the train/validation files differ from those this run was trained on (another "
+                            "--cls_val_fraction, or changed labels): resume with the run's --cls_val_fraction and "
+                            "labels, or start a new --out_dir")
         if state["step"] % self.world_size:
             raise DataError(f"the checkpoint drew {state['step']} micro-batches, which {self.world_size} processes "
                             f"cannot split evenly")
@@ -509,7 +515,8 @@ class ClassifyTask:
         n = min(len(sampler.windows["train"]), cfg["eval_iters"] * cfg["batch_size"])
         self.train_rows = sampler._order(-1)[:n]  # a fixed slice of train files, its own stream
         self.thresholds = [0.5] * len(CLASSES)
-        self.split_digest = split_digest(sampler.splits)  # the splits never change during a run: once, not per save
+        self.thresholds_iter = None  # the iteration whose weights they were tuned for
+        self.split_digest = sampler.split_digest
 
     def prepare_model(self, model):
         """Before the optimizer is built: the loss's class weights, and the frozen part (embeddings + the lowest
@@ -532,7 +539,7 @@ class ClassifyTask:
         kw = dict(batch_size=s.batch_size, device=s.device, max_windows=s.max_windows)
         train_p, _ = predict(model, [s.windows["train"][i] for i in self.train_rows], ctx, **kw)
         val_p, _ = predict(model, s.windows["val"], ctx, **kw)
-        self.thresholds = tune_thresholds(s.y["val"], val_p)
+        self.thresholds, self.thresholds_iter = tune_thresholds(s.y["val"], val_p), iter_num
         at_half = f1_scores(s.y["val"], decide(val_p, [0.5] * len(CLASSES)))
         tuned = f1_scores(s.y["val"], decide(val_p, self.thresholds))
         record = {"iter": iter_num, "train_loss": bce(train_p, s.y["train"][self.train_rows], pw),
@@ -546,9 +553,15 @@ class ClassifyTask:
                 f"{at_half['macro_f1']:.4f} at 0.5), micro F1 {tuned['micro_f1']:.4f}, {len(val_p)} val files")
         return record, line
 
+    def restore(self, state):
+        """A resumed run's thresholds (and the iteration they were tuned at) from its train_state.pt."""
+        self.thresholds = list(state.get("thresholds", self.thresholds))
+        self.thresholds_iter = state.get("thresholds_iter")
+
     def checkpoint_extra(self):
         """Plain values only (weights_only loading): what classify.py and bench.py need besides the weights."""
         return {"task": "classify", "classes": list(CLASSES), "thresholds": [float(t) for t in self.thresholds],
+                "thresholds_iter": self.thresholds_iter,
                 "max_windows": int(self.cfg["cls_max_windows"]), "dataset": self.cfg["dataset"],
                 "val_fraction": float(self.cfg["cls_val_fraction"]),
                 "strip_comments": bool(self.cfg["cls_strip_comments"]),
@@ -574,6 +587,16 @@ def make_sampler(cfg, dist_info, device):
 
 def is_classifier(ckpt):
     return isinstance(ckpt, dict) and ckpt.get("task") == "classify" and ckpt["model_args"].get("n_classes", 0) > 0
+
+
+def stale_thresholds(ckpt):
+    """Why a classifier's thresholds do not fit its weights, or None: a run stopped between evaluations saves its
+    latest weights beside the thresholds tuned at the last evaluation (older checkpoints do not say: None)."""
+    tuned, weights = ckpt.get("thresholds_iter"), ckpt.get("iter_num")
+    if tuned is None or tuned == weights:
+        return None
+    return (f"its thresholds were tuned at iter {tuned} but its weights are from iter {weights} (the run stopped "
+            f"between evaluations): finish it with --init_from=resume, which tunes them on the final weights")
 
 
 # ----------------------------------------------------------------------------------------------------------------

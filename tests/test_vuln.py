@@ -3,6 +3,7 @@ models and fixtures laid out like the Hub's slither-audited-smart-contracts Parq
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,51 @@ def test_classifier_resume_is_exact(tmp_path, hub, one_thread, shift):
     b = torch.load(tmp_path / "part" / "model.pt", weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert a["thresholds"] == b["thresholds"]
+
+
+def test_a_run_stopped_between_evaluations_says_its_thresholds_are_stale_until_resumed(tmp_path, hub, monkeypatch,
+                                                                                       capsys):
+    """Stopped at iter 3, model.pt holds iter-3 weights beside the thresholds tuned at iter 0: classify.py and
+    bench.py warn; the resumed run tunes them on its final weights and the warning goes."""
+    step = train.Trainer.step
+
+    def stop_at_3(self, lr, n_micro, stop):
+        if self.iter_num == 3:
+            stop.signum = signal.SIGINT
+        return step(self, lr, n_micro, stop)
+    monkeypatch.setattr(train.Trainer, "step", stop_at_3)
+    out = tmp_path / "out"
+    assert train_here(out, hub, "--max_iters=8", "--lr_decay_iters=8", "--eval_interval=100") == 128 + signal.SIGINT
+    ckpt = torch.load(out / "model.pt", weights_only=True)
+    assert (ckpt["iter_num"], ckpt["thresholds_iter"]) == (4, 0)
+    capsys.readouterr()
+    classify.load_classifier(out / "model.pt")
+    assert capsys.readouterr().err == (f"warning: {out / 'model.pt'}: its thresholds were tuned at iter 0 but its "
+                                       "weights are from iter 4 (the run stopped between evaluations): finish it "
+                                       "with --init_from=resume, which tunes them on the final weights\n")
+    monkeypatch.undo()
+    assert train_here(out, hub, "--max_iters=8", "--lr_decay_iters=8", "--eval_interval=100",
+                      "--init_from=resume") == 0
+    ckpt = torch.load(out / "model.pt", weights_only=True)
+    assert ckpt["iter_num"] == ckpt["thresholds_iter"] == 8
+    capsys.readouterr()
+    classify.load_classifier(out / "model.pt")
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("change, message", [
+    ("--cls_max_windows=2", "the checkpoint was trained with --cls_max_windows=3; resume with the same"),
+    ("--cls_max_docs=6", "the train/validation files differ from those this run was trained on (another "
+                         "--cls_val_fraction, or changed labels): resume with the run's --cls_val_fraction and "
+                         "labels, or start a new --out_dir")])
+def test_resume_refuses_other_windows_or_other_train_and_validation_files(tmp_path, hub, change, message):
+    """Either would go on silently otherwise: files trained on would be tuned and scored as validation."""
+    out = tmp_path / "out"
+    assert train_here(out, hub, "--max_iters=2", "--lr_decay_iters=4") == 0
+    with pytest.raises(SystemExit) as e:
+        train_here(out, hub, "--max_iters=4", "--lr_decay_iters=4", "--init_from=resume", change)
+    assert str(e.value) == f"error: cannot resume: {message}"
+    assert torch.load(out / "model.pt", weights_only=True)["iter_num"] == 2
 
 
 def test_init_from_a_language_model_loads_every_weight_and_adds_the_head(tmp_path, hub, monkeypatch):
@@ -562,6 +608,10 @@ def test_bench_vuln_section_on_the_hub_fixture(tmp_path, classifier, hub, monkey
     assert "differs from the classifier's: retrain it" in bench.table(
         {"machine": {"gpu": None, "cpu": "x", "cores": 2, "torch": "2.13"}, "vuln": changed})
     shown = bench.table({"machine": {"gpu": None, "cpu": "x", "cores": 2, "torch": "2.13"}, "vuln": offline})
+    assert report["iter_num"] == report["thresholds_iter"] == 2 and "vuln thresholds" not in shown
+    stale = {**offline, "thresholds_iter": 0}  # what a run stopped between evaluations reports
+    assert "tuned at iter 0, weights from iter 2: finish the run with --init_from=resume" in bench.table(
+        {"machine": {"gpu": None, "cpu": "x", "cores": 2, "torch": "2.13"}, "vuln": stale})
     assert [line.split("|")[2].strip() for line in shown.splitlines() if "vuln new protocols" in line] == [
         "skipped: npm pack @x/y@1.0.0 failed: offline"]
     for part in (report, report["hub_test"]):
