@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 from compiler.labels import CLASSES, DETECTORS  # noqa: E402  (the dataset's `big` classes, in its index order)
 from dataloader import DataError, seeded_generator  # noqa: E402
-from data.cleaning import strip_comments as _strip_comments  # noqa: E402
+from data.cleaning import clean, strip_comments as _strip_comments  # noqa: E402
+from data.dedup import digest  # noqa: E402
 
 DATASETS = ("slither-labels", "slither-audited-smart-contracts")
 CLS_TOKEN, PAD_TOKEN = "<|cls|>", -1
@@ -156,6 +157,23 @@ def hub_splits(local_path=None, config="big-multilabel", max_docs=0):
                          for r in islice(slither.rows(ds, config, theirs), max_docs or None)]
     except PrepareError as e:
         raise DataError(str(e.code).removeprefix("error: ")) from None
+    return without_copies_of_later_splits(out)
+
+
+def without_copies_of_later_splits(splits):
+    """The splits less each train contract whose source (comments and whitespace aside) is that of a validation or
+    test contract, and each validation contract that is a test one's: verified contracts are often deployed
+    verbatim many times, and a test contract must be neither trained on nor tune the thresholds. Near copies stay
+    (MinHash over ~100k contracts at every start would cost minutes; the language-model registry covers them)."""
+    keys = {s: [digest(clean(e["text"], strip=True)) for e in splits[s]] for s in ("train", "val", "test")}
+    out, later, dropped = dict(splits), set(keys["test"]), {}
+    for s in ("val", "train"):
+        out[s] = [e for e, k in zip(splits[s], keys[s]) if k not in later]
+        dropped[s] = len(splits[s]) - len(out[s])
+        later |= set(keys[s])
+    if any(dropped.values()):
+        print(f"slither-audited-smart-contracts: left out {dropped['train']:,} train and {dropped['val']:,} "
+              f"validation contracts that copy a validation or test contract", file=sys.stderr)
     return out
 
 

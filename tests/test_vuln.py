@@ -35,14 +35,18 @@ def contract(i, vulnerable, lines=3):
     return f"// SPDX-License-Identifier: MIT\npragma solidity ^0.8.20;\n\ncontract C{i} {{\n{body}{bug}}}\n"
 
 
-def make_hub(root, n=(24, 8, 8)):
+def make_hub(root, n=(24, 8, 8), copied=()):
     """<root>/big-multilabel/{train,validation,test}/0000.parquet: half the contracts use tx.origin (access-control),
-    the rest are safe; a few are long enough for several windows."""
+    the rest are safe; a few are long enough for several windows. copied: (split, row) pairs whose source is test
+    row 0's with a comment added (a contract deployed again)."""
     for split, count in zip(("train", "validation", "test"), n):
         rows = []
         for i in range(count):
             bad = i % 2 == 0
-            rows.append({"address": f"0x{split[:2]}{i:038x}", "source_code": contract(i, bad, 3 + 12 * (i % 3 == 0)),
+            source = contract(f"{split[:2]}{i}", bad, 3 + 12 * (i % 3 == 0))
+            if (split, i) in copied:
+                source = "// deployed again\n" + contract("te0", True, 3 + 12)
+            rows.append({"address": f"0x{split[:2]}{i:038x}", "source_code": source,
                          "bytecode": "0x6080", "slither": [AC] if bad else [SAFE]})
         d = root / "big-multilabel" / split
         d.mkdir(parents=True)
@@ -235,6 +239,16 @@ def test_detector_weight_without_detector_labels_is_a_one_line_error(tmp_path, h
                             "--dataset=slither-audited-smart-contracts does not have: use --dataset=slither-labels "
                             "or --cls_detector_weight=0")
     assert not (tmp_path / "out" / "model.pt").exists()
+
+
+def test_hub_contracts_that_copy_a_validation_or_test_contract_leave_the_earlier_split(tmp_path, capsys):
+    hub = make_hub(tmp_path, n=(6, 4, 4), copied={("train", 1), ("train", 3), ("validation", 2)})
+    splits = vuln.hub_splits(hub)
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [4, 3, 4]
+    names = {s: {e["name"][4:].lstrip("0") or "0" for e in splits[s]} for s in splits}
+    assert names["train"] == {"0", "2", "4", "5"} and names["val"] == {"0", "1", "3"}
+    assert capsys.readouterr().err == ("slither-audited-smart-contracts: left out 2 train and 1 validation contracts "
+                                       "that copy a validation or test contract\n")
 
 
 # ------------------------------------------------------------------------------------------------ windows, pooling
