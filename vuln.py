@@ -254,10 +254,20 @@ def model_text(text, strip_comments=False):
     return _strip_comments(text) if strip_comments else text
 
 
-def encode_files(tok, texts, block_size, max_windows, strip_comments=False):
-    """Windows of each text (tokenized in parallel)."""
-    return windows_of(tok.encode_batch([model_text(t, strip_comments) for t in texts]), block_size, max_windows,
-                      tok.special_tokens[CLS_TOKEN])
+ENCODE_CHUNK = 512  # files tokenized at a time: as Python ints a token takes ~36 bytes, so the Hub's 100k contracts
+# (~6k tokens each) at once would need ~20 GB before their windows (int32, at most max_windows each) are cut
+
+
+def encode_files(tok, texts, block_size, max_windows, strip_comments=False, keep_ids=False):
+    """Windows of each text (tokenized in parallel, ENCODE_CHUNK files at a time); with keep_ids, (windows, each
+    file's tokens as an int32 array)."""
+    windows, ids = [], []
+    for i in range(0, len(texts), ENCODE_CHUNK):
+        chunk = tok.encode_batch([model_text(t, strip_comments) for t in texts[i:i + ENCODE_CHUNK]])
+        windows += windows_of(chunk, block_size, max_windows, tok.special_tokens[CLS_TOKEN])
+        if keep_ids:
+            ids += [np.asarray(x, dtype=np.int32) for x in chunk]
+    return (windows, ids) if keep_ids else windows
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -421,12 +431,17 @@ class ClassifySampler:
         self.cls_id = tok.special_tokens[CLS_TOKEN]
         self.window_shift, self.strip_comments = window_shift, strip_comments
         self.split_digest = split_digest(splits)  # once: the splits never change during a run
-        tokenized = {s: tok.encode_batch([model_text(e["text"], strip_comments) for e in ex])
-                     for s, ex in splits.items()}
-        self.windows = {s: windows_of(ids, block_size, max_windows, self.cls_id) for s, ids in tokenized.items()}
         # window_shift: each training draw of a file cuts it at its own random offset, so the boundaries (and what
-        # shares a window) change between epochs; evaluation and classify.py keep the fixed cut
-        self.train_ids = tokenized["train"] if window_shift else None
+        # shares a window) change between epochs (train_ids keeps the train files' tokens for it); evaluation and
+        # classify.py keep the fixed cut
+        self.windows, self.train_ids = {}, None
+        for s, ex in splits.items():
+            texts = [e["text"] for e in ex]
+            if window_shift and s == "train":
+                self.windows[s], self.train_ids = encode_files(tok, texts, block_size, max_windows, strip_comments,
+                                                               keep_ids=True)
+            else:
+                self.windows[s] = encode_files(tok, texts, block_size, max_windows, strip_comments)
         self.y = {s: targets(ex) for s, ex in splits.items()}
         # detector targets where every file has them (slither-labels); batches carry them once the model predicts them
         self.y_detectors = {s: targets(ex, "detectors", DETECTORS) for s, ex in splits.items()} \

@@ -308,6 +308,20 @@ def test_class_attention_pools_the_window_states_with_each_outputs_own_weights()
     torch.testing.assert_close(classes_only, logits[:, :6], rtol=0, atol=0)
 
 
+def test_files_encoded_in_chunks_give_the_windows_and_tokens_of_all_at_once(monkeypatch):
+    """The chunks only bound memory (a large split's token lists never all exist at once): same windows, same ids."""
+    from tokenizer import get_tokenizer
+    tok = get_tokenizer()
+    texts = [contract(i, i % 2 == 0, 1 + 9 * (i % 4)) for i in range(10)]
+    at_once = tok.encode_batch(texts)
+    expected = vuln.windows_of(at_once, 16, 3, tok.special_tokens[vuln.CLS_TOKEN])
+    monkeypatch.setattr(vuln, "ENCODE_CHUNK", 3)
+    windows, ids = vuln.encode_files(tok, texts, 16, 3, keep_ids=True)
+    assert len(windows) == len(ids) == 10 and any(len(w) == 3 for w in windows)
+    assert all(np.array_equal(a, b) for a, b in zip(windows, expected))
+    assert all(x.dtype == np.int32 and x.tolist() == y for x, y in zip(ids, at_once))
+
+
 def test_long_files_keep_evenly_spaced_windows_first_and_last():
     assert vuln.window_starts(10, 16, 8) == [0]
     assert vuln.window_starts(0, 16, 8) == [0]
