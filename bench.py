@@ -336,29 +336,34 @@ def bench_vuln(ckpt_path, device, hub_path=None):
     tok = get_dataset_tokenizer(ckpt)
     T, W = model.config.block_size, ckpt["max_windows"]
 
-    def evaluate(splits, source, baseline):
-        """baseline: vuln.tfidf_baseline of these train/val splits (fitted once for every test split of theirs)."""
-        windows = vuln.encode_files(tok, [e["text"] for e in splits["test"]], T, W, ckpt.get("strip_comments", False))
-        probs, _ = vuln.predict(model, windows, nullcontext(), device=device, max_windows=W)
-        y = vuln.targets(splits["test"])
-        predict_tfidf, info = baseline
-        tfidf, tfidf_probs = predict_tfidf(splits["test"])
-        out = vuln_scores(y, probs, ckpt["thresholds"], vuln.majority_baseline(splits), tfidf_probs, tfidf, info,
-                          splits["test"])
+    def reference(splits, source):
+        """What every test split of these train/val splits shares: TF-IDF fitted on them, and whether they are the
+        ones the classifier was fitted and tuned on (None for checkpoints that do not say)."""
         same = ckpt["split_digest"] == vuln.split_digest(splits) if "split_digest" in ckpt else None
         if same is False:
             print(f"warning: {source}: the train/validation files differ from those {shown(ckpt_path)} was trained "
                   "and tuned on (the labels changed, or it was trained on another dataset): TF-IDF is fitted on "
                   "these, so the two are not compared on equal terms; retrain the classifier", file=sys.stderr)
+        return vuln.tfidf_baseline(splits), same
+
+    def evaluate(splits, source, fitted):
+        """fitted: reference(...) of these train/val splits (once for every test split of theirs)."""
+        windows = vuln.encode_files(tok, [e["text"] for e in splits["test"]], T, W, ckpt.get("strip_comments", False))
+        probs, _ = vuln.predict(model, windows, nullcontext(), device=device, max_windows=W)
+        y = vuln.targets(splits["test"])
+        (predict_tfidf, info), same = fitted
+        tfidf, tfidf_probs = predict_tfidf(splits["test"])
+        out = vuln_scores(y, probs, ckpt["thresholds"], vuln.majority_baseline(splits), tfidf_probs, tfidf, info,
+                          splits["test"])
         return {"test_split": source, "n_train": len(splits["train"]), "n_val": len(splits["val"]),
                 "same_split_as_training": same, **out}
 
     try:
         splits = vuln.offline_splits(ckpt.get("val_fraction", 0.2))
-        baseline = vuln.tfidf_baseline(splits)
+        fitted = reference(splits, "data/slither-labels")
         report = {"ckpt": shown(ckpt_path), "iter_num": ckpt["iter_num"], "thresholds": ckpt["thresholds"],
                   "thresholds_iter": ckpt.get("thresholds_iter"), "classes": ckpt["classes"],
-                  **evaluate(splits, "data/slither-labels held_out (the default corpus's val packages)", baseline)}
+                  **evaluate(splits, "data/slither-labels held_out (the default corpus's val packages)", fitted)}
         try:  # a second test split: its tarballs may be out of reach here; the held-out report still stands
             new = vuln.new_protocols_test()
         except vuln.DataError as e:
@@ -367,11 +372,11 @@ def bench_vuln(ckpt_path, device, hub_path=None):
         if new:
             report["new_protocols"] = evaluate({**splits, "test": new}, "data/slither-labels new protocols "
                                                "(labels_new_protocols.json: protocols outside the default corpus)",
-                                               baseline)
+                                               fitted)
         if hub_path is not None or (ROOT / "data/slither-audited-smart-contracts/meta.json").is_file():
             hub = vuln.hub_splits(hub_path)
-            report["hub_test"] = evaluate(hub, f"{'local' if hub_path else 'Hub'} slither-audited-smart-contracts "
-                                          "big-multilabel test", vuln.tfidf_baseline(hub))
+            source = f"{'local' if hub_path else 'Hub'} slither-audited-smart-contracts"
+            report["hub_test"] = evaluate(hub, f"{source} big-multilabel test", reference(hub, source))
     except vuln.DataError as e:
         raise SystemExit(f"error: {e}") from None
     return report

@@ -254,8 +254,8 @@ def model_text(text, strip_comments=False):
     return _strip_comments(text) if strip_comments else text
 
 
-ENCODE_CHUNK = 512  # files tokenized at a time: as Python ints a token takes ~36 bytes, so the Hub's 100k contracts
-# (~6k tokens each) at once would need ~20 GB before their windows (int32, at most max_windows each) are cut
+ENCODE_CHUNK = 512  # files tokenized at a time: as Python ints a token takes ~29 bytes (measured), so the Hub's
+# 100k contracts (~6k tokens each) at once would need ~17 GB before their windows (int32, ≤ max_windows each) are cut
 
 
 def encode_files(tok, texts, block_size, max_windows, strip_comments=False, keep_ids=False):
@@ -549,7 +549,6 @@ class ClassifyTask:
         self.train_rows = sampler._order(-1)[:n]  # a fixed slice of train files, its own stream
         self.thresholds = [0.5] * len(CLASSES)
         self.thresholds_iter = None  # the iteration whose weights they were tuned for
-        self.split_digest = sampler.split_digest
 
     def prepare_model(self, model):
         """Before the optimizer is built: the loss's class weights, and the frozen part (embeddings + the lowest
@@ -598,7 +597,7 @@ class ClassifyTask:
                 "max_windows": int(self.cfg["cls_max_windows"]), "dataset": self.cfg["dataset"],
                 "val_fraction": float(self.cfg["cls_val_fraction"]),
                 "strip_comments": bool(self.cfg["cls_strip_comments"]),
-                "split_digest": self.split_digest}
+                "split_digest": self.sampler.split_digest}
 
 
 def make_sampler(cfg, dist_info, device):

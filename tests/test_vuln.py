@@ -614,7 +614,7 @@ def test_classify_errors_are_one_line(tmp_path, classifier):
 
 
 # ------------------------------------------------------------------------------------------------ bench.py
-def test_bench_vuln_section_on_the_hub_fixture(tmp_path, classifier, hub, monkeypatch):
+def test_bench_vuln_section_on_the_hub_fixture(tmp_path, classifier, hub, monkeypatch, capsys):
     import bench
     splits = vuln.hub_splits(hub)
     monkeypatch.setattr(vuln, "offline_splits", lambda *a, **k: splits)  # labels.json needs the npm tarballs
@@ -631,8 +631,12 @@ def test_bench_vuln_section_on_the_hub_fixture(tmp_path, classifier, hub, monkey
     assert report["same_split_as_training"] is True and report["hub_test"]["same_split_as_training"] is True
     moved = {**splits, "train": splits["train"][1:], "val": splits["val"] + splits["train"][:1]}  # labels changed
     monkeypatch.setattr(vuln, "offline_splits", lambda *a, **k: moved)
+    monkeypatch.setattr(vuln, "new_protocols_test", lambda *a, **k: splits["test"][:6])
+    capsys.readouterr()
     changed = bench.bench_vuln(classifier, "cpu", hub_path=hub)
     assert changed["same_split_as_training"] is False and changed["hub_test"]["same_split_as_training"] is True
+    assert changed["new_protocols"]["same_split_as_training"] is False  # the held-out split's train/val: said once
+    assert capsys.readouterr().err.count("the train/validation files differ") == 1
     assert "differs from the classifier's: retrain it" in bench.table(
         {"machine": {"gpu": None, "cpu": "x", "cores": 2, "torch": "2.13"}, "vuln": changed})
     shown = bench.table({"machine": {"gpu": None, "cpu": "x", "cores": 2, "torch": "2.13"}, "vuln": offline})
