@@ -359,7 +359,7 @@ def bench_vuln(ckpt_path, device, hub_path=None):
                 "same_split_as_training": same, **out}
 
     try:
-        splits = vuln.offline_splits(ckpt.get("val_fraction", 0.2))
+        splits = vuln.offline_splits(ckpt.get("val_fraction", 0.2), extra_train=ckpt.get("extra_train", False))
         fitted = reference(splits, "data/slither-labels")
         report = {"ckpt": shown(ckpt_path), "iter_num": ckpt["iter_num"], "thresholds": ckpt["thresholds"],
                   "thresholds_iter": ckpt.get("thresholds_iter"), "classes": ckpt["classes"],

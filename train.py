@@ -141,6 +141,7 @@ DEFAULTS = dict(
     cls_window_shift=False,  # classification: cut each training file at a random offset per draw (augmentation)
     cls_strip_comments=False,  # classification: the model reads files without comments (recorded in model.pt)
     cls_val_fraction=0.2,  # slither-labels: share of train-side files (whole packages) held out for validation
+    cls_extra_train=False,  # slither-labels: train on labels_extra_train.json's packages too (validation unchanged)
     cls_hub_path="",  # slither-audited-smart-contracts: a local copy of the Hub's Parquet export ("" = the Hub)
     cls_max_docs=0,  # slither-audited-smart-contracts: read at most this many rows per split (0 = all)
     cls_freeze_layers=0,  # classification: keep the embeddings and the lowest this many blocks fixed
@@ -191,6 +192,8 @@ def validate_config(cfg):
     need(cfg["task"] in TASKS, f"--task must be one of {', '.join(TASKS)}, got {cfg['task']!r}")
     need(cfg["cls_max_windows"] > 0, f"--cls_max_windows must be > 0, got {cfg['cls_max_windows']}")
     need(0 < cfg["cls_val_fraction"] < 1, f"--cls_val_fraction must be in (0, 1), got {cfg['cls_val_fraction']}")
+    need(not cfg["cls_extra_train"] or cfg["dataset"] == "slither-labels",
+         f"--cls_extra_train adds offline-labelled packages: it needs --dataset=slither-labels, got {cfg['dataset']!r}")
     need(0 <= cfg["cls_freeze_layers"] <= cfg["n_layer"],
          f"--cls_freeze_layers must be in [0, n_layer={cfg['n_layer']}], got {cfg['cls_freeze_layers']}")
     need(cfg["cls_head_lr_scale"] > 0, f"--cls_head_lr_scale must be > 0, got {cfg['cls_head_lr_scale']}")

@@ -112,31 +112,45 @@ def _labelled(split, labels_path, tarball_dir):
              "name": f"{r['package']}/{r['path']}" + ("" if r["kind"] == "clean" else f" +{r['kind']}")} for r in rows]
 
 
-def offline_splits(val_fraction=0.2, labels_path=None, tarball_dir=None):
-    """train/val/test of data/slither-labels/labels.json."""
+def offline_splits(val_fraction=0.2, labels_path=None, tarball_dir=None, extra_train=False, extra_labels_path=None):
+    """train/val/test of data/slither-labels/labels.json; extra_train: labels_extra_train.json's files (packages
+    outside the default corpus) join train. Validation is picked from the corpus's train side alone, so it is the
+    same files with or without them."""
     rows = _labelled(None, labels_path, tarball_dir)
     train, val = by_project_val([r for r in rows if r["split"] == "train"], val_fraction)
+    if extra_train:
+        prepare = _slither_labels()
+        path = Path(extra_labels_path or prepare.HERE / "labels_extra_train.json")
+        if not path.is_file():
+            raise DataError(f"{path} is missing: run python data/slither-labels/prepare.py --extra_train, or train "
+                            "with --cls_extra_train=False")
+        train = train + _listed_labels("train", path, prepare.EXTRA_TRAIN_FILE, tarball_dir)
     return {"train": train, "val": val, "test": [r for r in rows if r["split"] == "held_out"]}
 
 
 def new_protocols_test(labels_path=None, tarball_dir=None):
     """The second offline test split: data/slither-labels/labels_new_protocols.json, protocols outside the default
-    corpus (new_protocols.json). The packages the label file names are fetched if missing (integrity-checked where
-    new_protocols.json pins them). None if that file is absent."""
-    from data import packages as npm
-    from data.corpus import PrepareError
+    corpus (new_protocols.json). None if that file is absent."""
     prepare = _slither_labels()
     labels_path = Path(labels_path or prepare.HERE / "labels_new_protocols.json")
     if not labels_path.is_file():
         return None
-    pinned = {f"{p['name']}@{p['version']}": p for p in json.loads(prepare.NEW_PROTOCOLS_FILE.read_text())["packages"]}
+    return _listed_labels("held_out", labels_path, prepare.NEW_PROTOCOLS_FILE, tarball_dir)
+
+
+def _listed_labels(split, labels_path, list_file, tarball_dir):
+    """Examples of a label file of packages outside the corpus (new_protocols.json, extra_train.json): the packages
+    it names are fetched if missing, integrity-checked where list_file pins them."""
+    from data import packages as npm
+    from data.corpus import PrepareError
+    pinned = {f"{p['name']}@{p['version']}": p for p in json.loads(Path(list_file).read_text())["packages"]}
     try:
-        for package in sorted({e["package"] for e in json.loads(labels_path.read_text())["files"]}):
+        for package in sorted({e["package"] for e in json.loads(Path(labels_path).read_text())["files"]}):
             name, version = package.rsplit("@", 1)
             npm.fetch_package(pinned.get(package, {"name": name, "version": version}), tarball_dir or npm.TARBALL_DIR)
     except PrepareError as e:
         raise DataError(str(e.code).removeprefix("error: ")) from None
-    return _labelled("held_out", labels_path, tarball_dir)
+    return _labelled(split, labels_path, tarball_dir)
 
 
 def hub_splits(local_path=None, config="big-multilabel", max_docs=0):
@@ -179,7 +193,7 @@ def without_copies_of_later_splits(splits):
 
 def load_splits(cfg):
     if cfg["dataset"] == "slither-labels":
-        return offline_splits(cfg["cls_val_fraction"])
+        return offline_splits(cfg["cls_val_fraction"], extra_train=cfg["cls_extra_train"])
     if cfg["dataset"] == "slither-audited-smart-contracts":
         return hub_splits(cfg["cls_hub_path"] or None, max_docs=cfg["cls_max_docs"])
     raise DataError(f"--task=classify needs --dataset to be one of {', '.join(DATASETS)}, got {cfg['dataset']!r}")
@@ -597,6 +611,7 @@ class ClassifyTask:
                 "max_windows": int(self.cfg["cls_max_windows"]), "dataset": self.cfg["dataset"],
                 "val_fraction": float(self.cfg["cls_val_fraction"]),
                 "strip_comments": bool(self.cfg["cls_strip_comments"]),
+                "extra_train": bool(self.cfg["cls_extra_train"]),
                 "split_digest": self.sampler.split_digest}
 
 

@@ -99,7 +99,9 @@ def test_cpu_config_runs_on_two_processes_with_same_tokens_per_iter():
                                      ("--warmup_iters=-1", "--warmup_iters must be >= 0"),
                                      ("--beta2=1.0", "--beta2 must be in [0, 1)"),
                                      ("--beta1=-0.1", "--beta1 must be in [0, 1)"),
-                                     ("--peak_flops=-1", "--peak_flops must be >= 0")])
+                                     ("--peak_flops=-1", "--peak_flops must be >= 0"),
+                                     ("--cls_extra_train=True", "--cls_extra_train adds offline-labelled packages: "
+                                      "it needs --dataset=slither-labels, got 'solidity-packages'")])
 def test_train_config_bounds(arg, msg):
     with pytest.raises(SystemExit) as exc:
         train.validate_config(configure(train.DEFAULTS, [arg]))

@@ -32,9 +32,10 @@ library L { function one() internal pure returns (uint256) { return 1; } }
 """
 
 
-@pytest.fixture(scope="module", params=["labels.json", "labels_new_protocols.json"])
+@pytest.fixture(scope="module", params=["labels.json", "labels_new_protocols.json", "labels_extra_train.json"])
 def doc(request):
-    """Each committed label file: the corpus's, and the new-protocol test split's (prepare.py --new_protocols)."""
+    """Each committed label file: the corpus's, the new-protocol test split's (prepare.py --new_protocols) and the
+    extra training packages' (--extra_train)."""
     return json.loads((LABELS.parent / request.param).read_text())
 
 
@@ -92,6 +93,19 @@ def test_new_protocols_are_outside_the_default_corpus_and_all_held_out():
     assert {e["split"] for e in doc["files"]} == {"held_out"}
     assert {e["package"].rsplit("@", 1)[0] for e in doc["files"]} == set(new)
     assert {e["kind"] for e in doc["files"]} <= {"clean", *inject.BASE_KINDS}  # held-out style: no extra kind
+
+
+def test_extra_train_packages_are_outside_the_corpus_and_the_test_splits_and_all_train():
+    doc = json.loads((LABELS.parent / "labels_extra_train.json").read_text())
+    extra = [p["name"] for p in json.loads(prepare.EXTRA_TRAIN_FILE.read_text())["packages"]]
+    corpus = json.loads((ROOT / "data" / "solidity-packages" / "packages.json").read_text())["packages"]
+    new = json.loads(prepare.NEW_PROTOCOLS_FILE.read_text())["packages"]
+    import vuln
+    assert not {vuln.project_of(p["name"]) for p in corpus + new} & {vuln.project_of(n) for n in extra}
+    assert doc["split"]["held_out_packages"] == [] and {e["split"] for e in doc["files"]} == {"train"}
+    assert {e["package"].rsplit("@", 1)[0] for e in doc["files"]} <= set(extra)
+    corpus_digests = {e["sha256"] for e in json.loads(LABELS.read_text())["files"]}
+    assert not corpus_digests & {e["sha256"] for e in doc["files"]}
 
 
 def test_label_file_counts_match_entries(doc):
@@ -231,6 +245,12 @@ def test_prepare_rejects_bad_arguments_in_one_line(capsys):
     with pytest.raises(SystemExit) as e:
         prepare.main(["--extra_every", "-1"])
     assert e.value.code == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        prepare.main(["--new_protocols", "--extra_train"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == ("error: --new_protocols and --extra_train label different package lists: run "
+                                       "them one at a time (see --help)\n")
 
 
 def _tarball(path, files: dict):
@@ -284,6 +304,17 @@ def test_prepare_end_to_end_on_two_tiny_packages(tmp_path):
     assert "payable(msg.sender).send(1 ether);" in texts[("vault@2.0.0", "unchecked-send")]
 
 
+def _label_listed(tmp_path, flag):
+    """Run prepare.py with --new_protocols or --extra_train on tmp_path's packages.json and tarballs: (label file,
+    its document, its sorted (package, path, kind, split) entries)."""
+    out = tmp_path / f"labels{flag.replace('-', '_')}.json"
+    prepare.main([flag, "--packages", str(tmp_path / "packages.json"), "--tarball_dir", str(tmp_path),
+                  "--cache_dir", str(tmp_path / "cache"), "--out", str(out), "--workers", "1",
+                  "--held_out_dir", str(tmp_path / "ho")])
+    doc = json.loads(out.read_text())
+    return out, doc, sorted((e["package"], e["path"], e["kind"], e["split"]) for e in doc["files"])
+
+
 @needs_node
 def test_prepare_new_protocols_labels_only_their_own_files(tmp_path, monkeypatch):
     """--new_protocols: the new packages' files only, every base kind injected (held-out style); a file that copies
@@ -298,14 +329,55 @@ def test_prepare_new_protocols_labels_only_their_own_files(tmp_path, monkeypatch
         {"name": "@acme/bank", "version": "1.0.0"}]}))
     (tmp_path / "new.json").write_text(json.dumps({"packages": [{"name": "newco", "version": "1.0.0"}]}))
     monkeypatch.setattr(prepare, "NEW_PROTOCOLS_FILE", tmp_path / "new.json")
-    out = tmp_path / "labels_new.json"
-    prepare.main(["--new_protocols", "--packages", str(tmp_path / "packages.json"), "--tarball_dir", str(tmp_path),
-                  "--cache_dir", str(tmp_path / "cache"), "--out", str(out), "--workers", "1",
-                  "--held_out_dir", str(tmp_path / "ho")])
-    doc = json.loads(out.read_text())
-    got = sorted((e["package"], e["path"], e["kind"], e["split"]) for e in doc["files"])
+    out, doc, got = _label_listed(tmp_path, "--new_protocols")
     kinds = [k for k in inject.BASE_KINDS if k != "overflow"]  # 0.8: all but overflow
     assert got == sorted(("newco@1.0.0", "package/Escrow.sol", k, "held_out") for k in ["clean", *kinds])
     assert doc["split"]["held_out_packages"] == ["newco"]
     assert not (tmp_path / "ho").exists()  # the corpus's own registry part was not rebuilt for this list
     assert [x["kind"] for x in prepare.labelled_examples("held_out", out, tmp_path)][0] == "clean"
+
+
+def _contract(name: str, n: int = 30) -> str:
+    """A contract with enough distinct code for the registry's containment test (>= SAMPLE shingles)."""
+    body = "\n".join(f"    function {name.lower()}{i}(uint256 a) external pure returns (uint256) {{ return a * {i} + "
+                     f"{7 * i}; }}" for i in range(n))
+    return f"// SPDX-License-Identifier: MIT\npragma solidity ^0.8.0;\ncontract {name} {{\n{body}\n}}\n"
+
+
+def test_without_test_leaks_drops_copies_containers_contained_and_hub_contracts(tmp_path):
+    """An extra training file must not be a test file, nor paste one in, nor be a library a test file pastes in,
+    nor be a Hub validation/test contract (the registry's slither-eval part, where prepared)."""
+    from data import heldout
+    held, lib, hub = _contract("Held"), _contract("Lib"), _contract("Deployed")
+    heldout.write_part(heldout.part_path(tmp_path, "slither-eval"), [hub], {"name": "slither-eval"})
+    files = [{"name": n, "text": t} for n, t in [
+        ("own", _contract("Own")), ("copy", held), ("near", held.replace("a * 3 + 21", "a * 3 + 22")),
+        ("flattened", _contract("Before") + held), ("vendored", lib), ("hub", hub), ("other", _contract("Other"))]]
+    kept, left_out = prepare.without_test_leaks(files, [held, lib + _contract("Protocol")], tmp_path)
+    assert [f["name"] for f in kept] == ["own", "other"] and left_out == 5
+    kept, _ = prepare.without_test_leaks(files, [held, lib + _contract("Protocol")], tmp_path / "no-hub")
+    assert [f["name"] for f in kept] == ["own", "hub", "other"]
+
+
+@needs_node
+def test_prepare_extra_train_labels_their_own_files_as_train(tmp_path, monkeypatch):
+    """--extra_train: the listed packages' own files, labelled like train files (one injected kind), split train;
+    a copy of a new-protocol test file is left out, and so is a copy of a corpus file (dedup)."""
+    escrow = ('// SPDX-License-Identifier: MIT\npragma solidity ^0.8.0;\n'
+              "contract Escrow {\n    mapping(address => uint256) public held;\n"
+              "    function put() external payable { held[msg.sender] += msg.value; }\n}\n")
+    pool = escrow.replace("Escrow", "Pool").replace("held", "shares")
+    _tarball(tmp_path / "acme-bank-1.0.0.tgz", {"Bank.sol": REENTRANT, "package.json": '{"name": "@acme/bank"}'})
+    _tarball(tmp_path / "newco-1.0.0.tgz", {"Escrow.sol": escrow, "package.json": '{"name": "newco"}'})
+    _tarball(tmp_path / "extraco-1.0.0.tgz", {"Pool.sol": pool, "vendor/Escrow.sol": escrow, "vendor/Bank.sol": REENTRANT,
+                                              "package.json": '{"name": "extraco", "license": "MIT"}'})
+    (tmp_path / "packages.json").write_text(json.dumps({"val_packages": [], "packages": [
+        {"name": "@acme/bank", "version": "1.0.0"}]}))
+    (tmp_path / "new.json").write_text(json.dumps({"packages": [{"name": "newco", "version": "1.0.0"}]}))
+    (tmp_path / "extra.json").write_text(json.dumps({"packages": [{"name": "extraco", "version": "1.0.0"}]}))
+    monkeypatch.setattr(prepare, "NEW_PROTOCOLS_FILE", tmp_path / "new.json")
+    monkeypatch.setattr(prepare, "EXTRA_TRAIN_FILE", tmp_path / "extra.json")
+    _, doc, got = _label_listed(tmp_path, "--extra_train")
+    assert got == sorted(("extraco@1.0.0", "package/Pool.sol", k, "train")
+                         for k in ("clean", inject.BASE_KINDS[0], inject.EXTRA_KINDS[0]))
+    assert doc["split"]["held_out_packages"] == []

@@ -411,6 +411,31 @@ def test_offline_validation_keeps_every_version_and_variant_of_a_project_on_one_
     assert [e["name"] for e in splits["test"]] == ["@held/out@1.0.0/A.sol"]
 
 
+def test_offline_splits_extra_train_joins_train_and_leaves_validation_and_test_alone(tmp_path, monkeypatch):
+    from data.packages import tarball_name
+    row = lambda pkg, split, i: {"text": f"contract C{i} {{}}", "labels": ["safe"], "detectors": [],  # noqa: E731
+                                 "package": pkg, "path": f"C{i}.sol", "kind": "clean", "split": split}
+    corpus = [row(f"lib{i % 6}@1.0.0", "train", i) for i in range(30)] + [row("@held/out@1.0.0", "held_out", 99)]
+    extra = [row("extraco@2.0.0", "train", 100 + i) for i in range(4)]
+    fake = type(sys)("prepare")
+    fake.labelled_examples = lambda split, labels_path=None, tarball_dir=None: iter(
+        [r for r in (extra if "extra" in str(labels_path) else corpus) if split in (None, r["split"])])
+    fake.HERE, fake.EXTRA_TRAIN_FILE = tmp_path, tmp_path / "extra_train.json"
+    fake.EXTRA_TRAIN_FILE.write_text(json.dumps({"packages": [{"name": "extraco", "version": "2.0.0"}]}))
+    monkeypatch.setitem(sys.modules, "prepare", fake)  # offline_splits imports data/slither-labels/prepare.py
+    with pytest.raises(vuln.DataError, match=r"labels_extra_train.json is missing: run python "
+                                             r"data/slither-labels/prepare.py --extra_train, or train with "
+                                             r"--cls_extra_train=False$"):
+        vuln.offline_splits(0.3, extra_train=True, tarball_dir=tmp_path)
+    (tmp_path / "labels_extra_train.json").write_text(json.dumps({"files": [{"package": "extraco@2.0.0"}]}))
+    (tmp_path / tarball_name("extraco", "2.0.0")).write_bytes(b"")  # in the cache: nothing to fetch
+    base = vuln.offline_splits(0.3, tarball_dir=tmp_path)
+    more = vuln.offline_splits(0.3, extra_train=True, tarball_dir=tmp_path)
+    assert more["val"] == base["val"] and more["test"] == base["test"] and base["val"]
+    assert more["train"] == base["train"] + [e for e in more["train"] if e["group"] == "extraco"]
+    assert [e["name"] for e in more["train"][len(base["train"]):]] == [f"extraco@2.0.0/C{100 + i}.sol" for i in range(4)]
+
+
 # ------------------------------------------------------------------------------------------------ metrics
 def test_f1_scores_on_a_hand_computed_example():
     y = np.zeros((4, 6), int)
@@ -575,7 +600,7 @@ def test_a_classifier_trained_without_comments_reads_every_file_without_them(tmp
     assert vuln.model_text(commented(text), True) == vuln.model_text(text, True) != commented(text)
     for path, strips in ((tmp_path / "out" / "model.pt", True), (classifier, False)):
         model, ckpt = classify.load_classifier(path)
-        assert ckpt["strip_comments"] is strips
+        assert ckpt["strip_comments"] is strips and ckpt["extra_train"] is False  # recorded for bench.py
         tok = get_dataset_tokenizer(ckpt)
         plain, noisy = (classify.classify_text(model, ckpt, tok, t) for t in (text, commented(text)))
         assert (plain == noisy) is strips  # the same verdict to the last digit only when comments are dropped

@@ -14,7 +14,10 @@ labels.json made by the same labeller serves as a cache too (by sha256), so afte
 the variants are rerun.
 
 Split by package: packages.json's val_packages (the default corpus's val split) are `held_out`, the rest
-`train`; an injected variant keeps its file's split, so no contract sits on both sides. Files are visited
+`train`; an injected variant keeps its file's split, so no contract sits on both sides. --new_protocols labels
+new_protocols.json's packages (a second test split, held-out style) and --extra_train extra_train.json's (more
+classifier training files, train style, less any file that a test file copies, contains or sits in): both after the
+corpus's packages, so the corpus's dedup keeps of them only their own files. Files are visited
 round-robin over packages, so a run stopped by --time_budget_min still covers every package. Results are cached per
 file content hash in cache/results/ (a rerun resumes), and labels.json is rewritten as work completes. The packages
 are unpacked under cache/tree/<package>/node_modules/<name>, next to symlinks to the other corpus packages (the
@@ -43,6 +46,7 @@ from data.corpus import PrepareError  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 NEW_PROTOCOLS_FILE = HERE / "new_protocols.json"
+EXTRA_TRAIN_FILE = HERE / "extra_train.json"
 FORMAT = "solgpt-slither-labels-v1"
 
 
@@ -276,16 +280,42 @@ def recorded_results(path: Path, lid: str) -> dict:
                           "error": e.get("error"), "seconds": e["seconds"]} for e in doc.get("files", [])}
 
 
-def with_new_protocols(packages_file: Path, cache_dir: Path) -> Path:
-    """A package list of the corpus's packages followed by new_protocols.json's, the new ones as its only val
-    packages (written under cache_dir): the corpus's dedup then keeps of a new package only what is its own."""
+def with_packages(list_file: Path, packages_file: Path, cache_dir: Path) -> Path:
+    """A package list of the corpus's packages followed by list_file's (new_protocols.json, extra_train.json), the
+    listed ones as its only val packages (written under cache_dir): the corpus's dedup then keeps of a listed
+    package only what is its own."""
     spec = npm.load_package_list(packages_file)
-    new = json.loads(NEW_PROTOCOLS_FILE.read_text())["packages"]
-    path = Path(cache_dir) / "packages-new-protocols.json"
+    listed = json.loads(Path(list_file).read_text())["packages"]
+    path = Path(cache_dir) / f"packages-{Path(list_file).stem.replace('_', '-')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    merged = {"val_packages": [p["name"] for p in new], "packages": spec["packages"] + new}
+    merged = {"val_packages": [p["name"] for p in listed], "packages": spec["packages"] + listed}
     atomic_write(path, lambda f: f.write(json.dumps(merged, indent=1).encode()))
     return path
+
+
+def test_texts(packages_file: Path, tarball_dir: Path, held_out_dir: Path) -> list[str]:
+    """Every text a classifier is tested on: the corpus's held-out split, all of new_protocols.json's packages'
+    files (vendored ones too). The Hub's test contracts are checked through the registry (without_test_leaks)."""
+    texts = [t for _, _, t in npm.iter_package_documents("val", packages_file=packages_file, cache_dir=tarball_dir,
+                                                         held_out_dir=held_out_dir)]
+    for pkg in json.loads(NEW_PROTOCOLS_FILE.read_text())["packages"]:
+        texts += [t for _, t in npm.read_tarball(npm.fetch_package(pkg, tarball_dir), pkg["name"])[1] if t]
+    return texts
+
+
+def without_test_leaks(files: list[dict], tests: list[str], held_out_dir: Path) -> tuple[list[dict], int]:
+    """files less each one that copies, nearly copies or contains a test text or a Hub validation/test contract
+    (the registry's slither-eval part, where prepared), or that a test text contains (a vendored library that a
+    test file pastes in): extra training files must not be what the classifier is scored on."""
+    registries = [heldout.Registry([({"name": "tests"}, heldout.part_arrays(tests))])]
+    hub = heldout.part_path(held_out_dir, "slither-eval")
+    if heldout.read_part_info(hub) is not None:
+        registries.append(heldout.Registry.from_files([hub]))
+    candidates = heldout.Registry([({"name": "extra"}, heldout.part_arrays([f["text"] for f in files]))])
+    leaks = {i for i, f in enumerate(files) if any(r.match(f["text"]) for r in registries)}
+    for text in tests:
+        leaks |= candidates.matching_ids(text)
+    return [f for i, f in enumerate(files) if i not in leaks], len(leaks)
 
 
 def corpus_files(args, packages, spec, tree, held_out_dir: Path | None = None) -> list[dict]:
@@ -323,6 +353,8 @@ def main(argv=None):
     p.add_argument("--out", type=Path, help="default: labels.json (labels_new_protocols.json with --new_protocols)")
     p.add_argument("--new_protocols", action="store_true",
                    help="label new_protocols.json's packages only (a second test split: every base kind injected)")
+    p.add_argument("--extra_train", action="store_true",
+                   help="label extra_train.json's packages only (more classifier training files: labels_extra_train.json)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--inject_every", type=int, default=1, help="inject a bug into every n-th file (0: none)")
     p.add_argument("--extra_every", type=int, default=2,
@@ -343,18 +375,27 @@ def main(argv=None):
 
     t0 = time.time()
     held_out_dir = args.held_out_dir
-    if args.new_protocols:  # the corpus stays the dedup reference and the dependencies; its registry is untouched
-        args.packages = with_new_protocols(args.packages, args.cache_dir)
-        held_out_dir = args.cache_dir / "held-out-new-protocols"
-    args.out = args.out or HERE / ("labels_new_protocols.json" if args.new_protocols else "labels.json")
+    if args.new_protocols and args.extra_train:
+        p.error("--new_protocols and --extra_train label different package lists: run them one at a time")
+    corpus_packages = args.packages
+    listed = NEW_PROTOCOLS_FILE if args.new_protocols else EXTRA_TRAIN_FILE if args.extra_train else None
+    if listed:  # the corpus stays the dedup reference and the dependencies; its registry is untouched
+        args.packages = with_packages(listed, args.packages, args.cache_dir)
+        held_out_dir = args.cache_dir / f"held-out-{listed.stem.replace('_', '-')}"
+    args.out = args.out or HERE / (f"labels_{listed.stem}.json" if listed else "labels.json")
     spec = npm.load_package_list(args.packages)
     packages = npm.ordered_packages(spec)
     tree, results = args.cache_dir / "tree", args.cache_dir / "results"
     results.mkdir(parents=True, exist_ok=True)
     files = corpus_files(args, packages, spec, tree, held_out_dir)
     link_dependencies(packages, tree)
-    if args.new_protocols:
+    if listed:
         files = [f for f in files if f["split"] == "held_out"]
+    if args.extra_train:
+        tests = test_texts(corpus_packages, args.tarball_dir, args.held_out_dir)
+        files, leaks = without_test_leaks(files, tests, args.held_out_dir)
+        files = [{**f, "split": "train"} for f in files]
+        print(f"extra train files: left out {leaks} that copy, contain or sit inside a test file")
     if args.max_files:
         files = files[: args.max_files]
     for v in sorted({f["solc"] for f in files if f["solc"]}, key=compiler._key):
@@ -381,9 +422,9 @@ def main(argv=None):
             todo.append(job)
     todo = retry + todo  # retried failures first, so a short --time_budget_min still gets to them
     meta = {"labeller": json.loads(lid), "classes": list(labels.CLASSES), "class_of_detector": labels.CLASS_OF,
-            "split": {"by": "package", "held_out_packages": spec.get("val_packages", [])},
+            "split": {"by": "package", "held_out_packages": [] if args.extra_train else spec.get("val_packages", [])},
             "corpus_files": len(files), "injection_kinds": list(inject.KINDS)}
-    kind = "new-protocol" if args.new_protocols else "corpus"
+    kind = "new-protocol" if args.new_protocols else "extra train" if args.extra_train else "corpus"
     print(f"{len(files)} {kind} files, {len(jobs)} jobs ({len(jobs) - len(todo) + len(retry)} cached, "
           f"{len(retry)} of them failures to retry), "
           f"{args.workers} workers, setup {time.time() - t0:.0f} s")
