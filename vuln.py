@@ -122,8 +122,8 @@ def offline_splits(val_fraction=0.2, labels_path=None, tarball_dir=None, extra_t
         prepare = _slither_labels()
         path = Path(extra_labels_path or prepare.HERE / "labels_extra_train.json")
         if not path.is_file():
-            raise DataError(f"{path} is missing: run python data/slither-labels/prepare.py --extra_train, or train "
-                            "with --cls_extra_train=False")
+            raise DataError(f"{path} is missing (--cls_extra_train reads it): restore it with git checkout, or "
+                            "remake it with python data/slither-labels/prepare.py --extra_train")
         train = train + _listed_labels("train", path, prepare.EXTRA_TRAIN_FILE, tarball_dir)
     return {"train": train, "val": val, "test": [r for r in rows if r["split"] == "held_out"]}
 
@@ -520,8 +520,8 @@ class ClassifySampler:
                 raise DataError(f"the checkpoint was trained with --cls_{key}={state[key]}; resume with the same")
         if state.get("split_digest", self.split_digest) != self.split_digest:
             raise DataError("the train/validation files differ from those this run was trained on (another "
-                            "--cls_val_fraction, or changed labels): resume with the run's --cls_val_fraction and "
-                            "labels, or start a new --out_dir")
+                            "--cls_val_fraction or --cls_extra_train, or changed labels): resume with the run's "
+                            "--cls_val_fraction, --cls_extra_train and labels, or start a new --out_dir")
         if state["step"] % self.world_size:
             raise DataError(f"the checkpoint drew {state['step']} micro-batches, which {self.world_size} processes "
                             f"cannot split evenly")

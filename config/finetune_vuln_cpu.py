@@ -47,8 +47,8 @@ cls_token_pool = "maxmean"  # each feature where it is strongest (a bug is a few
 # and its mean over the window (how much of it has the feature: what whole-contract properties need)
 cls_strip_comments = False  # comments stay in what the model reads (above: without them only validation gained)
 cls_val_fraction = 0.2
-cls_extra_train = False  # 1,451 more train files of 20 npm packages outside the corpus: level on validation (0.850
-# and 0.840 over two seeds), lower on new protocols (0.812 and 0.829 vs 0.822 and 0.870; README)
+cls_extra_train = False  # more train files, of 20 npm packages outside the corpus (an earlier labelling of them):
+# level on validation (0.850 and 0.840 over two seeds), lower on new protocols (0.812 and 0.829 vs 0.822 and 0.870)
 
 max_iters = 260  # ~1.6 epochs of the 2,674 train files
 lr_decay_iters = 260

@@ -104,8 +104,11 @@ def test_extra_train_packages_are_outside_the_corpus_and_the_test_splits_and_all
     assert not {vuln.project_of(p["name"]) for p in corpus + new} & {vuln.project_of(n) for n in extra}
     assert doc["split"]["held_out_packages"] == [] and {e["split"] for e in doc["files"]} == {"train"}
     assert {e["package"].rsplit("@", 1)[0] for e in doc["files"]} <= set(extra)
-    corpus_digests = {e["sha256"] for e in json.loads(LABELS.read_text())["files"]}
-    assert not corpus_digests & {e["sha256"] for e in doc["files"]}
+    others = [json.loads((LABELS.parent / f).read_text())["files"] for f in ("labels.json", "labels_new_protocols.json")]
+    assert not {e["sha256"] for files in others for e in files} & {e["sha256"] for e in doc["files"]}
+    # checked against every corpus file and every new-protocol file (those two label files' clean entries, and more)
+    clean = sum(e["kind"] == "clean" for files in others for e in files)
+    assert doc["left_out_as_leaks"]["checked_against"]["corpus and new-protocol files"] >= clean
 
 
 def test_label_file_counts_match_entries(doc):
@@ -344,7 +347,7 @@ def _contract(name: str, n: int = 30) -> str:
     return f"// SPDX-License-Identifier: MIT\npragma solidity ^0.8.0;\ncontract {name} {{\n{body}\n}}\n"
 
 
-def test_without_test_leaks_drops_copies_containers_contained_and_hub_contracts(tmp_path):
+def test_without_leaks_drops_copies_containers_contained_and_hub_contracts(tmp_path, capsys):
     """An extra training file must not be a test file, nor paste one in, nor be a library a test file pastes in,
     nor be a Hub validation/test contract (the registry's slither-eval part, where prepared)."""
     from data import heldout
@@ -353,26 +356,33 @@ def test_without_test_leaks_drops_copies_containers_contained_and_hub_contracts(
     files = [{"name": n, "text": t} for n, t in [
         ("own", _contract("Own")), ("copy", held), ("near", held.replace("a * 3 + 21", "a * 3 + 22")),
         ("flattened", _contract("Before") + held), ("vendored", lib), ("hub", hub), ("other", _contract("Other"))]]
-    kept, left_out = prepare.without_test_leaks(files, [held, lib + _contract("Protocol")], tmp_path)
+    kept, left_out, checked = prepare.without_leaks(files, [held, lib + _contract("Protocol")], tmp_path)
     assert [f["name"] for f in kept] == ["own", "other"] and left_out == 5
-    kept, _ = prepare.without_test_leaks(files, [held, lib + _contract("Protocol")], tmp_path / "no-hub")
-    assert [f["name"] for f in kept] == ["own", "hub", "other"]
+    assert checked == {"corpus and new-protocol files": 2, "slither-eval": 1} and not capsys.readouterr().err
+    kept, _, checked = prepare.without_leaks(files, [held, lib + _contract("Protocol")], tmp_path / "no-hub")
+    assert [f["name"] for f in kept] == ["own", "hub", "other"]  # unchecked, and said so
+    assert capsys.readouterr().err.startswith("warning: held-out part slither-eval is missing (not excluded)")
+    assert checked["slither-eval"].startswith("missing (not excluded)")
 
 
 @needs_node
 def test_prepare_extra_train_labels_their_own_files_as_train(tmp_path, monkeypatch):
     """--extra_train: the listed packages' own files, labelled like train files (one injected kind), split train;
-    a copy of a new-protocol test file is left out, and so is a copy of a corpus file (dedup)."""
+    a copy of a new-protocol test file is left out, so is a file that pastes in a held-out file, and so is a copy
+    of a corpus file (dedup). A listed package that the corpus has too is refused."""
     escrow = ('// SPDX-License-Identifier: MIT\npragma solidity ^0.8.0;\n'
               "contract Escrow {\n    mapping(address => uint256) public held;\n"
               "    function put() external payable { held[msg.sender] += msg.value; }\n}\n")
     pool = escrow.replace("Escrow", "Pool").replace("held", "shares")
+    held = _contract("Held")  # a held-out file, long enough for containment
     _tarball(tmp_path / "acme-bank-1.0.0.tgz", {"Bank.sol": REENTRANT, "package.json": '{"name": "@acme/bank"}'})
+    _tarball(tmp_path / "heldco-1.0.0.tgz", {"Held.sol": held, "package.json": '{"name": "heldco", "license": "MIT"}'})
     _tarball(tmp_path / "newco-1.0.0.tgz", {"Escrow.sol": escrow, "package.json": '{"name": "newco"}'})
     _tarball(tmp_path / "extraco-1.0.0.tgz", {"Pool.sol": pool, "vendor/Escrow.sol": escrow, "vendor/Bank.sol": REENTRANT,
+                                              "Flat.sol": _contract("Before") + held,
                                               "package.json": '{"name": "extraco", "license": "MIT"}'})
-    (tmp_path / "packages.json").write_text(json.dumps({"val_packages": [], "packages": [
-        {"name": "@acme/bank", "version": "1.0.0"}]}))
+    (tmp_path / "packages.json").write_text(json.dumps({"val_packages": ["heldco"], "packages": [
+        {"name": "@acme/bank", "version": "1.0.0"}, {"name": "heldco", "version": "1.0.0"}]}))
     (tmp_path / "new.json").write_text(json.dumps({"packages": [{"name": "newco", "version": "1.0.0"}]}))
     (tmp_path / "extra.json").write_text(json.dumps({"packages": [{"name": "extraco", "version": "1.0.0"}]}))
     monkeypatch.setattr(prepare, "NEW_PROTOCOLS_FILE", tmp_path / "new.json")
@@ -380,4 +390,8 @@ def test_prepare_extra_train_labels_their_own_files_as_train(tmp_path, monkeypat
     _, doc, got = _label_listed(tmp_path, "--extra_train")
     assert got == sorted(("extraco@1.0.0", "package/Pool.sol", k, "train")
                          for k in ("clean", inject.BASE_KINDS[0], inject.EXTRA_KINDS[0]))
-    assert doc["split"]["held_out_packages"] == []
+    assert doc["split"]["held_out_packages"] == [] and doc["left_out_as_leaks"]["files"] == 2  # Escrow.sol, Flat.sol
+    (tmp_path / "extra.json").write_text(json.dumps({"packages": [{"name": "heldco", "version": "1.0.0"}]}))
+    with pytest.raises(SystemExit, match=r"^error: extra.json lists heldco, which the corpus has too: list packages "
+                                         r"outside the corpus only$"):
+        _label_listed(tmp_path, "--extra_train")

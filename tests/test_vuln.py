@@ -150,8 +150,8 @@ def test_a_run_stopped_between_evaluations_says_its_thresholds_are_stale_until_r
 @pytest.mark.parametrize("change, message", [
     ("--cls_max_windows=2", "the checkpoint was trained with --cls_max_windows=3; resume with the same"),
     ("--cls_max_docs=6", "the train/validation files differ from those this run was trained on (another "
-                         "--cls_val_fraction, or changed labels): resume with the run's --cls_val_fraction and "
-                         "labels, or start a new --out_dir")])
+                         "--cls_val_fraction or --cls_extra_train, or changed labels): resume with the run's "
+                         "--cls_val_fraction, --cls_extra_train and labels, or start a new --out_dir")])
 def test_resume_refuses_other_windows_or_other_train_and_validation_files(tmp_path, hub, change, message):
     """Either would go on silently otherwise: files trained on would be tuned and scored as validation."""
     out = tmp_path / "out"
@@ -423,9 +423,9 @@ def test_offline_splits_extra_train_joins_train_and_leaves_validation_and_test_a
     fake.HERE, fake.EXTRA_TRAIN_FILE = tmp_path, tmp_path / "extra_train.json"
     fake.EXTRA_TRAIN_FILE.write_text(json.dumps({"packages": [{"name": "extraco", "version": "2.0.0"}]}))
     monkeypatch.setitem(sys.modules, "prepare", fake)  # offline_splits imports data/slither-labels/prepare.py
-    with pytest.raises(vuln.DataError, match=r"labels_extra_train.json is missing: run python "
-                                             r"data/slither-labels/prepare.py --extra_train, or train with "
-                                             r"--cls_extra_train=False$"):
+    with pytest.raises(vuln.DataError, match=r"labels_extra_train.json is missing \(--cls_extra_train reads it\): "
+                                             r"restore it with git checkout, or remake it with python "
+                                             r"data/slither-labels/prepare.py --extra_train$"):
         vuln.offline_splits(0.3, extra_train=True, tarball_dir=tmp_path)
     (tmp_path / "labels_extra_train.json").write_text(json.dumps({"files": [{"package": "extraco@2.0.0"}]}))
     (tmp_path / tarball_name("extraco", "2.0.0")).write_bytes(b"")  # in the cache: nothing to fetch

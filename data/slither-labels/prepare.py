@@ -286,6 +286,10 @@ def with_packages(list_file: Path, packages_file: Path, cache_dir: Path) -> Path
     package only what is its own."""
     spec = npm.load_package_list(packages_file)
     listed = json.loads(Path(list_file).read_text())["packages"]
+    shared = sorted({p["name"] for p in listed} & {p["name"] for p in spec["packages"]})
+    if shared:  # listed packages are told apart from the corpus's by name: one name on both sides takes them all
+        raise PrepareError(f"{Path(list_file).name} lists {', '.join(shared)}, which the corpus has too: list "
+                           "packages outside the corpus only")
     path = Path(cache_dir) / f"packages-{Path(list_file).stem.replace('_', '-')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     merged = {"val_packages": [p["name"] for p in listed], "packages": spec["packages"] + listed}
@@ -293,29 +297,36 @@ def with_packages(list_file: Path, packages_file: Path, cache_dir: Path) -> Path
     return path
 
 
-def test_texts(packages_file: Path, tarball_dir: Path, held_out_dir: Path) -> list[str]:
-    """Every text a classifier is tested on: the corpus's held-out split, all of new_protocols.json's packages'
-    files (vendored ones too). The Hub's test contracts are checked through the registry (without_test_leaks)."""
-    texts = [t for _, _, t in npm.iter_package_documents("val", packages_file=packages_file, cache_dir=tarball_dir,
+def reference_texts(packages_file: Path, tarball_dir: Path, held_out_dir: Path) -> list[str]:
+    """Every text an extra training file must not copy, contain or sit in: the corpus's files (its val packages
+    are the held-out test split, and validation is picked from its train side when a classifier trains) and every
+    file of new_protocols.json's packages, vendored ones too. The Hub's contracts: through the registry."""
+    texts = [t for _, _, t in npm.iter_package_documents(None, packages_file=packages_file, cache_dir=tarball_dir,
                                                          held_out_dir=held_out_dir)]
     for pkg in json.loads(NEW_PROTOCOLS_FILE.read_text())["packages"]:
         texts += [t for _, t in npm.read_tarball(npm.fetch_package(pkg, tarball_dir), pkg["name"])[1] if t]
     return texts
 
 
-def without_test_leaks(files: list[dict], tests: list[str], held_out_dir: Path) -> tuple[list[dict], int]:
-    """files less each one that copies, nearly copies or contains a test text or a Hub validation/test contract
-    (the registry's slither-eval part, where prepared), or that a test text contains (a vendored library that a
-    test file pastes in): extra training files must not be what the classifier is scored on."""
-    registries = [heldout.Registry([({"name": "tests"}, heldout.part_arrays(tests))])]
+def without_leaks(files: list[dict], references: list[str], held_out_dir: Path) -> tuple[list[dict], int, dict]:
+    """files less each one that copies, nearly copies or contains a reference text or a Hub validation/test
+    contract (the registry's slither-eval part, where prepared), or that a reference text contains (a library a
+    test file pastes in): an extra training file must be neither what a classifier is tested or validated on nor
+    hold it. Returns (kept, how many left out, what was checked: for the label file's header)."""
+    registries = [heldout.Registry([({"name": "references"}, heldout.part_arrays(references))])]
+    checked = {"corpus and new-protocol files": len(references)}
     hub = heldout.part_path(held_out_dir, "slither-eval")
     if heldout.read_part_info(hub) is not None:
         registries.append(heldout.Registry.from_files([hub]))
+        checked["slither-eval"] = registries[-1].parts["slither-eval"].get("documents")
+    else:
+        checked["slither-eval"] = heldout.MISSING["slither-eval"]
+        print(f"warning: held-out part slither-eval is {checked['slither-eval']}", file=sys.stderr)
     candidates = heldout.Registry([({"name": "extra"}, heldout.part_arrays([f["text"] for f in files]))])
     leaks = {i for i, f in enumerate(files) if any(r.match(f["text"]) for r in registries)}
-    for text in tests:
+    for text in references:
         leaks |= candidates.matching_ids(text)
-    return [f for i, f in enumerate(files) if i not in leaks], len(leaks)
+    return [f for i, f in enumerate(files) if i not in leaks], len(leaks), checked
 
 
 def corpus_files(args, packages, spec, tree, held_out_dir: Path | None = None) -> list[dict]:
@@ -349,8 +360,10 @@ def main(argv=None):
     p.add_argument("--tarball_dir", type=Path, default=npm.TARBALL_DIR, help="npm tarball cache (fetched if absent)")
     p.add_argument("--cache_dir", type=Path, default=HERE / "cache", help="unpacked packages and per-file results")
     p.add_argument("--held_out_dir", type=Path, default=heldout.HELD_OUT_DIR,
-                   help="where the default corpus's held-out registry part lives (its dedup reads it)")
-    p.add_argument("--out", type=Path, help="default: labels.json (labels_new_protocols.json with --new_protocols)")
+                   help="where the default corpus's held-out registry part lives (its dedup reads it; "
+                        "--extra_train also checks against the Hub part there)")
+    p.add_argument("--out", type=Path, help="default: labels.json (labels_new_protocols.json with --new_protocols, "
+                                            "labels_extra_train.json with --extra_train)")
     p.add_argument("--new_protocols", action="store_true",
                    help="label new_protocols.json's packages only (a second test split: every base kind injected)")
     p.add_argument("--extra_train", action="store_true",
@@ -379,7 +392,8 @@ def main(argv=None):
         p.error("--new_protocols and --extra_train label different package lists: run them one at a time")
     corpus_packages = args.packages
     listed = NEW_PROTOCOLS_FILE if args.new_protocols else EXTRA_TRAIN_FILE if args.extra_train else None
-    if listed:  # the corpus stays the dedup reference and the dependencies; its registry is untouched
+    if listed:  # the corpus stays the dedup reference and the dependencies; the merged list's registry part
+        # has its own folder, so the corpus's is not rebuilt for it
         args.packages = with_packages(listed, args.packages, args.cache_dir)
         held_out_dir = args.cache_dir / f"held-out-{listed.stem.replace('_', '-')}"
     args.out = args.out or HERE / (f"labels_{listed.stem}.json" if listed else "labels.json")
@@ -392,10 +406,10 @@ def main(argv=None):
     if listed:
         files = [f for f in files if f["split"] == "held_out"]
     if args.extra_train:
-        tests = test_texts(corpus_packages, args.tarball_dir, args.held_out_dir)
-        files, leaks = without_test_leaks(files, tests, args.held_out_dir)
+        references = reference_texts(corpus_packages, args.tarball_dir, args.held_out_dir)
+        files, leaks, checked = without_leaks(files, references, args.held_out_dir)
         files = [{**f, "split": "train"} for f in files]
-        print(f"extra train files: left out {leaks} that copy, contain or sit inside a test file")
+        print(f"extra train files: left out {leaks} that copy, contain or sit inside a corpus or test file")
     if args.max_files:
         files = files[: args.max_files]
     for v in sorted({f["solc"] for f in files if f["solc"]}, key=compiler._key):
@@ -424,6 +438,8 @@ def main(argv=None):
     meta = {"labeller": json.loads(lid), "classes": list(labels.CLASSES), "class_of_detector": labels.CLASS_OF,
             "split": {"by": "package", "held_out_packages": [] if args.extra_train else spec.get("val_packages", [])},
             "corpus_files": len(files), "injection_kinds": list(inject.KINDS)}
+    if args.extra_train:
+        meta["left_out_as_leaks"] = {"files": leaks, "checked_against": checked}
     kind = "new-protocol" if args.new_protocols else "extra train" if args.extra_train else "corpus"
     print(f"{len(files)} {kind} files, {len(jobs)} jobs ({len(jobs) - len(todo) + len(retry)} cached, "
           f"{len(retry)} of them failures to retry), "
