@@ -641,11 +641,15 @@ def test_classify_errors_are_one_line(tmp_path, classifier):
 # ------------------------------------------------------------------------------------------------ bench.py
 def test_bench_vuln_section_on_the_hub_fixture(tmp_path, classifier, hub, monkeypatch, capsys):
     import bench
-    splits = vuln.hub_splits(hub)
-    monkeypatch.setattr(vuln, "offline_splits", lambda *a, **k: splits)  # labels.json needs the npm tarballs
+    splits, asked = vuln.hub_splits(hub), []
+    monkeypatch.setattr(vuln, "offline_splits", lambda *a, **k: asked.append(k) or splits)  # labels.json needs tarballs
     monkeypatch.setattr(vuln, "new_protocols_test", lambda *a, **k: splits["test"][:6])
     report = bench.bench_vuln(classifier, "cpu", hub_path=hub)
     assert report["new_protocols"]["n_test"] == 6 and report["new_protocols"]["n_train"] == len(splits["train"])
+    ckpt = torch.load(classifier, map_location="cpu", weights_only=True)
+    torch.save({**ckpt, "extra_train": True}, tmp_path / "extra.pt")  # as if trained with --cls_extra_train=True
+    bench.bench_vuln(tmp_path / "extra.pt", "cpu")
+    assert [k["extra_train"] for k in asked] == [False, True]  # TF-IDF is fitted on the files the model was
 
     def unreachable(*a, **k):
         raise vuln.DataError("npm pack @x/y@1.0.0 failed: offline")
