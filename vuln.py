@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 from compiler.labels import CLASSES, DETECTORS  # noqa: E402  (the dataset's `big` classes, in its index order)
 from dataloader import DataError, seeded_generator  # noqa: E402
-from data.cleaning import clean, strip_comments as _strip_comments  # noqa: E402
-from data.dedup import digest  # noqa: E402
+from data import heldout  # noqa: E402
+from data.cleaning import strip_comments as _strip_comments  # noqa: E402
 
 DATASETS = ("slither-labels", "slither-audited-smart-contracts")
 CLS_TOKEN, PAD_TOKEN = "<|cls|>", -1
@@ -112,7 +112,7 @@ def _labelled(split, labels_path, tarball_dir):
              "name": f"{r['package']}/{r['path']}" + ("" if r["kind"] == "clean" else f" +{r['kind']}")} for r in rows]
 
 
-def offline_splits(val_fraction=0.2, labels_path=None, tarball_dir=None, extra_train=False, extra_labels_path=None):
+def offline_splits(val_fraction=0.2, labels_path=None, tarball_dir=None, extra_train=False):
     """train/val/test of data/slither-labels/labels.json; extra_train: labels_extra_train.json's files (packages
     outside the default corpus) join train. Validation is picked from the corpus's train side alone, so it is the
     same files with or without them."""
@@ -120,7 +120,7 @@ def offline_splits(val_fraction=0.2, labels_path=None, tarball_dir=None, extra_t
     train, val = by_project_val([r for r in rows if r["split"] == "train"], val_fraction)
     if extra_train:
         prepare = _slither_labels()
-        path = Path(extra_labels_path or prepare.HERE / "labels_extra_train.json")
+        path = prepare.HERE / "labels_extra_train.json"
         if not path.is_file():
             raise DataError(f"{path} is missing (--cls_extra_train reads it): restore it with git checkout, or "
                             "remake it with python data/slither-labels/prepare.py --extra_train")
@@ -179,7 +179,7 @@ def without_copies_of_later_splits(splits):
     test contract, and each validation contract that is a test one's: verified contracts are often deployed
     verbatim many times, and a test contract must be neither trained on nor tune the thresholds. Near copies stay
     (MinHash over ~100k contracts at every start would cost minutes; the language-model registry covers them)."""
-    keys = {s: [digest(clean(e["text"], strip=True)) for e in splits[s]] for s in ("train", "val", "test")}
+    keys = {s: [heldout.exact_key(e["text"]) for e in splits[s]] for s in ("train", "val", "test")}
     out, later, dropped = dict(splits), set(keys["test"]), {}
     for s in ("val", "train"):
         out[s] = [e for e, k in zip(splits[s], keys[s]) if k not in later]

@@ -45,9 +45,15 @@ SAMPLE = 64
 CONTAINMENT = 0.8
 
 
+def exact_key(text: str) -> bytes:
+    """The digest two documents share when they are exact copies as the registry compares them (comments and
+    whitespace aside)."""
+    return digest(clean(text, strip=True))
+
+
 def features(text: str) -> tuple[bytes, np.ndarray, np.ndarray]:
-    """(digest, MinHash signature, sorted shingle hashes) of a document as the registry compares it."""
-    stripped = clean(text, strip=True)
+    """(exact_key, MinHash signature, sorted shingle hashes) of a document as the registry compares it."""
+    stripped = clean(text, strip=True)  # once for all three (exact_key's expression, without cleaning twice)
     shingles = shingle_hashes(stripped)
     return digest(stripped), signature(shingles, NUM_PERM), shingles
 
@@ -186,7 +192,7 @@ class Registry:
 
     def knows(self, text: str, part: str) -> bool:
         """Is text (compared as the registry compares) a document of that part?"""
-        return features(text)[0] in self.part_digests.get(part, ())
+        return exact_key(text) in self.part_digests.get(part, ())
 
 
 def default_parts(held_out_dir: Path = HELD_OUT_DIR, *, hub: bool, local_packages: dict | None = None) -> dict:

@@ -297,12 +297,9 @@ def with_packages(list_file: Path, packages_file: Path, cache_dir: Path) -> Path
     return path
 
 
-def reference_texts(packages_file: Path, tarball_dir: Path, held_out_dir: Path) -> list[str]:
-    """Every text an extra training file must not copy, contain or sit in: the corpus's files (its val packages
-    are the held-out test split, and validation is picked from its train side when a classifier trains) and every
-    file of new_protocols.json's packages, vendored ones too. The Hub's contracts: through the registry."""
-    texts = [t for _, _, t in npm.iter_package_documents(None, packages_file=packages_file, cache_dir=tarball_dir,
-                                                         held_out_dir=held_out_dir)]
+def new_protocol_texts(tarball_dir: Path) -> list[str]:
+    """Every file of new_protocols.json's packages, vendored ones too (a second test split's source)."""
+    texts = []
     for pkg in json.loads(NEW_PROTOCOLS_FILE.read_text())["packages"]:
         texts += [t for _, t in npm.read_tarball(npm.fetch_package(pkg, tarball_dir), pkg["name"])[1] if t]
     return texts
@@ -390,7 +387,6 @@ def main(argv=None):
     held_out_dir = args.held_out_dir
     if args.new_protocols and args.extra_train:
         p.error("--new_protocols and --extra_train label different package lists: run them one at a time")
-    corpus_packages = args.packages
     listed = NEW_PROTOCOLS_FILE if args.new_protocols else EXTRA_TRAIN_FILE if args.extra_train else None
     if listed:  # the corpus stays the dedup reference and the dependencies; the merged list's registry part
         # has its own folder, so the corpus's is not rebuilt for it
@@ -403,10 +399,13 @@ def main(argv=None):
     results.mkdir(parents=True, exist_ok=True)
     files = corpus_files(args, packages, spec, tree, held_out_dir)
     link_dependencies(packages, tree)
-    if listed:
+    if listed:  # in the merged list the corpus's packages are the train side, the listed ones held_out
+        corpus_texts = [f["text"] for f in files if f["split"] == "train"]
         files = [f for f in files if f["split"] == "held_out"]
     if args.extra_train:
-        references = reference_texts(corpus_packages, args.tarball_dir, args.held_out_dir)
+        # an extra training file must not be, hold or sit in a corpus file (its val packages are the held-out test
+        # split; validation is picked from its train side when a classifier trains) or a new-protocol file
+        references = corpus_texts + new_protocol_texts(args.tarball_dir)
         files, leaks, checked = without_leaks(files, references, args.held_out_dir)
         files = [{**f, "split": "train"} for f in files]
         print(f"extra train files: left out {leaks} that copy, contain or sit inside a corpus or test file")
